@@ -1,0 +1,457 @@
+"""Dual-pixel image formation: PSFs, disparity <-> CoC, and a layered DP renderer.
+
+Conventions (see DESIGN.md):
+
+* A signed CoC radius ``r`` (pixels) is positive behind the focal plane (farther than focus) and
+  negative in front of it. Larger signed CoC therefore means farther away.
+* For ``r > 0`` the right-view kernel ``K_R`` holds the right half of the aperture disk, so the right
+  view is displaced by ``+d`` with ``d = centroid_x(K_R) - centroid_x(K_L) > 0``:
+  ``B_R(x) ~= B_L(x - d)``. A negative radius swaps the halves.
+* ``K_L = flip_x(K_R)`` and each kernel sums to one, so the ordinary photo is ``(B_L + B_R) / 2``.
+* Blur happens in linear light; images are stored display-encoded (sRGB transfer curve).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+import scipy.fft
+
+__all__ = [
+    "srgb_to_linear",
+    "linear_to_srgb",
+    "PSFModel",
+    "DPPSF",
+    "CalibratedPSF",
+    "kernel_centroid_x",
+    "coc_bin_centres",
+    "Layer",
+    "render_layers",
+    "fft_convolve",
+    "nearest_bin",
+]
+
+
+# --------------------------------------------------------------------------- colour
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """Display-encoded sRGB values in [0, 1] to linear light (float32)."""
+    x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    """Linear light in [0, 1] to display-encoded sRGB values (float32)."""
+    x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
+    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(
+        np.float32
+    )
+
+
+# --------------------------------------------------------------------------- PSFs
+
+
+def kernel_centroid_x(kernel: np.ndarray) -> float:
+    """Horizontal centroid of a kernel, in pixels relative to its centre column."""
+    k = np.asarray(kernel, dtype=np.float64)
+    xs = np.arange(k.shape[1]) - (k.shape[1] - 1) / 2
+    return float((k.sum(axis=0) * xs).sum() / k.sum())
+
+
+class PSFModel:
+    """Interface shared by parametric and calibrated DP PSFs.
+
+    Subclasses implement :meth:`kernels`; the disparity a kernel pair produces and the
+    disparity-to-CoC factor ``J`` are derived from the kernels themselves.
+    """
+
+    #: Radii used to fit ``J`` (pixels); small radii are dominated by pixel sampling.
+    fit_radii: tuple[float, ...] = (2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0)
+
+    def kernels(self, coc: float) -> tuple[np.ndarray, np.ndarray]:
+        """Left and right kernels (odd square, float32, each summing to 1) for a signed CoC."""
+        raise NotImplementedError
+
+    def combined_kernel(self, coc: float) -> np.ndarray:
+        """Kernel of the ordinary photo ``(B_L + B_R) / 2``."""
+        kl, kr = self.kernels(coc)
+        return ((kl + kr) / 2).astype(np.float32)
+
+    def disparity(self, coc: float) -> float:
+        """Disparity (centroid separation, px) the kernel pair of this CoC produces."""
+        kl, kr = self.kernels(coc)
+        return kernel_centroid_x(kr) - kernel_centroid_x(kl)
+
+    @property
+    def coc_per_disparity(self) -> float:
+        """``J`` in ``C = J * D``: least-squares slope of CoC against the model's disparity."""
+        cached = getattr(self, "_J", None)
+        if cached is None:
+            radii = np.array([r for r in self.fit_radii if r <= self.max_coc], dtype=np.float64)
+            disp = np.array([self.disparity(r) for r in radii])
+            cached = float((radii * disp).sum() / (disp * disp).sum())
+            object.__setattr__(self, "_J", cached)
+        return cached
+
+    @property
+    def max_coc(self) -> float:
+        return math.inf
+
+
+def _tent_splat(y: np.ndarray, x: np.ndarray, mass: np.ndarray, size: int) -> np.ndarray:
+    """Accumulate point masses at (y, x) (pixel-centre coordinates, within [-1, size]) into a grid.
+
+    The grid is ``size`` x ``size``; masses are shared between the four nearest pixel centres with
+    bilinear weights, which keeps the centroid of every sample exact.
+    """
+    y0 = np.floor(y).astype(np.int64)
+    x0 = np.floor(x).astype(np.int64)
+    fy = y - y0
+    fx = x - x0
+    grid = np.zeros(size * size)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            yi, xi = y0 + dy, x0 + dx
+            keep = (yi >= 0) & (yi < size) & (xi >= 0) & (xi < size)
+            grid += np.bincount((yi * size + xi)[keep], (mass * wy * wx)[keep], grid.size)
+    return grid.reshape(size, size)
+
+
+@lru_cache(maxsize=2048)
+def _parametric_kernels(
+    coc_q: float,
+    split_softness: float,
+    butterworth_order: float,
+    rim: float,
+    falloff: float,
+    oversample: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    r = abs(coc_q)
+    reach = r * (1.0 + (0.25 if math.isfinite(butterworth_order) else 0.0)) + 1.0
+    half = int(math.ceil(reach))
+    size = 2 * half + 1  # sub-samples cover this square; the splat grid is one pixel wider per side
+    oversample = min(oversample, max(2, int(math.ceil(32 / max(r, 1e-6)))))  # >= 64 samples per diameter
+    n = size * oversample
+    # sub-sample coordinates relative to the kernel centre (pixel units)
+    s = (np.arange(n) + 0.5) / oversample - size / 2
+    yy, xx = np.meshgrid(s, s, indexing="ij")
+    if r < 1e-6:
+        k = np.zeros((1, 1), np.float32)
+        k[0, 0] = 1.0
+        return k, k.copy()
+    rho = np.sqrt(xx * xx + yy * yy) / r
+    if math.isfinite(butterworth_order):
+        aperture = 1.0 / (1.0 + rho ** (2 * butterworth_order))
+    else:
+        aperture = (rho <= 1.0).astype(np.float64)
+    if rim:
+        aperture = aperture * (1.0 + rim * np.clip(rho, 0, 1) ** 4)
+    if falloff:
+        aperture = aperture * np.clip(1.0 - falloff * rho**2, 0.0, None)
+    width = max(split_softness * r, 1e-3)
+    right_weight = 0.5 * (1.0 + np.tanh(xx / width))  # right half of the aperture
+    mass = aperture * right_weight
+    # Splat every sub-sample onto the pixel grid with bilinear (tent) weights: unlike box-binning,
+    # this keeps the kernel's centroid exact, so sub-pixel radii still produce sub-pixel disparity.
+    kr = _tent_splat(yy + half + 1, xx + half + 1, mass, size + 2)
+    if kr.sum() <= 0:  # radius below the sub-sample spacing
+        k = np.zeros((1, 1), np.float32)
+        k[0, 0] = 1.0
+        return k, k.copy()
+    kr = (kr / kr.sum()).astype(np.float32)
+    kl = kr[:, ::-1].copy()
+    if coc_q < 0:
+        kl, kr = kr, kl
+    kl.setflags(write=False)
+    kr.setflags(write=False)
+    return kl, kr
+
+
+@dataclass(frozen=True)
+class DPPSF(PSFModel):
+    """Parametric DP PSF: a round aperture split softly into a left and a right half.
+
+    The aperture profile is Butterworth-like, ``1 / (1 + (rho / r) ** (2 n))`` (``n = inf`` gives a
+    hard disk), optionally with a brighter rim and a radial fall-off; the split between the two
+    photodiodes is a ``tanh`` ramp of width ``split_softness * r`` (as in the RDPD simulator and
+    Punnappurath's translating-disk model). Kernels are anti-aliased by ``oversample`` x
+    ``oversample`` supersampling and cached per radius (quantised to 1/64 px).
+    """
+
+    split_softness: float = 0.15
+    butterworth_order: float = 6.0
+    rim: float = 0.0
+    falloff: float = 0.0
+    oversample: int = 8
+    _J: float | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.split_softness < 0:
+            raise ValueError("split_softness must be >= 0")
+        if self.butterworth_order <= 0:
+            raise ValueError("butterworth_order must be > 0 (use math.inf for a hard disk)")
+        if not 0 <= self.falloff <= 1:
+            raise ValueError("falloff must lie in [0, 1]")
+        if self.oversample < 1:
+            raise ValueError("oversample must be >= 1")
+
+    def kernels(self, coc: float) -> tuple[np.ndarray, np.ndarray]:
+        coc_q = round(float(coc) * 64) / 64
+        return _parametric_kernels(
+            coc_q,
+            float(self.split_softness),
+            float(self.butterworth_order),
+            float(self.rim),
+            float(self.falloff),
+            int(self.oversample),
+        )
+
+
+def _pad_to(k: np.ndarray, size: int) -> np.ndarray:
+    p = (size - k.shape[0]) // 2
+    return np.pad(k, p) if p > 0 else k
+
+
+class CalibratedPSF(PSFModel):
+    """A user-supplied bank of measured left/right kernels at known signed CoC radii.
+
+    Kernels between calibrated radii are linearly interpolated (after zero-padding to a common
+    size); radii outside the bank are clamped to its ends. A bank with only non-negative radii is
+    mirrored to negative radii by swapping the halves, as the DP model prescribes.
+
+    Parameters
+    ----------
+    cocs : sequence of float
+        Signed CoC radius of each calibrated pair (pixels), strictly increasing once sorted.
+    left, right : sequence of 2-D arrays
+        Odd, square, non-negative kernels; each is normalised to sum to one.
+    """
+
+    def __init__(
+        self,
+        cocs: Sequence[float],
+        left: Sequence[np.ndarray],
+        right: Sequence[np.ndarray],
+    ) -> None:
+        if not (len(cocs) == len(left) == len(right)) or len(cocs) == 0:
+            raise ValueError("CalibratedPSF needs the same, non-zero number of radii, left and right kernels")
+        entries = []
+        for c, kl, kr in zip(cocs, left, right):
+            kl = np.asarray(kl, np.float64)
+            kr = np.asarray(kr, np.float64)
+            for name, k in (("left", kl), ("right", kr)):
+                if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] % 2 == 0:
+                    raise ValueError(f"calibrated {name} kernel for CoC {c} must be odd and square, got {k.shape}")
+                if not np.all(np.isfinite(k)) or k.min() < 0 or k.sum() <= 0:
+                    raise ValueError(f"calibrated {name} kernel for CoC {c} must be finite, non-negative, non-zero")
+            entries.append((float(c), kl / kl.sum(), kr / kr.sum()))
+        if all(c >= 0 for c, _, _ in entries):
+            entries += [(-c, kr, kl) for c, kl, kr in entries if c > 0]
+        entries.sort(key=lambda e: e[0])
+        radii = [e[0] for e in entries]
+        if len(set(radii)) != len(radii):
+            raise ValueError("calibrated CoC radii must be distinct")
+        size = max(max(e[1].shape[0], e[2].shape[0]) for e in entries)
+        self._cocs = np.array(radii)
+        self._left = np.stack([_pad_to(e[1], size) for e in entries]).astype(np.float32)
+        self._right = np.stack([_pad_to(e[2], size) for e in entries]).astype(np.float32)
+        self._J = None
+
+    @property
+    def max_coc(self) -> float:
+        return float(np.abs(self._cocs).max())
+
+    @property
+    def fit_radii(self) -> tuple[float, ...]:  # type: ignore[override]
+        pos = self._cocs[self._cocs > 0.5]
+        return tuple(pos.tolist()) if len(pos) else (float(np.abs(self._cocs).max()),)
+
+    def kernels(self, coc: float) -> tuple[np.ndarray, np.ndarray]:
+        c = float(np.clip(coc, self._cocs[0], self._cocs[-1]))
+        i = int(np.searchsorted(self._cocs, c))
+        if i == 0 or self._cocs[i] == c:
+            return self._left[i], self._right[i]
+        t = (c - self._cocs[i - 1]) / (self._cocs[i] - self._cocs[i - 1])
+        kl = (1 - t) * self._left[i - 1] + t * self._left[i]
+        kr = (1 - t) * self._right[i - 1] + t * self._right[i]
+        return kl.astype(np.float32), kr.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def coc_bin_centres(max_abs_coc: float, step: float = 0.5, relative_step: float = 0.07) -> np.ndarray:
+    """Symmetric grid of signed CoC values, fine near focus and geometric further out.
+
+    The spacing is ``max(step, relative_step * |r|)``: blur differences below that are invisible,
+    and the number of bins (each costing one blur) stays small for large defocus.
+    """
+    pos = [0.0]
+    while pos[-1] < max_abs_coc:
+        pos.append(pos[-1] + max(step, relative_step * pos[-1]))
+    pos_arr = np.array(pos[1:])
+    return np.concatenate([-pos_arr[::-1], [0.0], pos_arr]).astype(np.float32)
+
+
+def fft_convolve(images: np.ndarray, kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """'Same'-size convolution of a stack ``C x H x W`` with several kernels, sharing one forward FFT.
+
+    Borders are treated as zero (callers pass premultiplied colour and alpha, so this is a
+    coverage-correct border). Returns one ``C x H x W`` float32 array per kernel.
+    """
+    images = np.asarray(images, np.float32)
+    h, w = images.shape[-2:]
+    kmax = max(k.shape[0] for k in kernels)
+    if kmax == 1:
+        return [images * float(k[0, 0]) for k in kernels]
+    fh = scipy.fft.next_fast_len(h + kmax - 1, real=True)
+    fw = scipy.fft.next_fast_len(w + kmax - 1, real=True)
+    spec = scipy.fft.rfft2(images, s=(fh, fw), workers=-1)
+    out = []
+    for k in kernels:
+        kf = scipy.fft.rfft2(k.astype(np.float32), s=(fh, fw), workers=-1)
+        full = scipy.fft.irfft2(spec * kf, s=(fh, fw), workers=-1)
+        o = k.shape[0] // 2
+        out.append(np.ascontiguousarray(full[..., o : o + h, o : o + w], dtype=np.float32))
+    return out
+
+
+@dataclass
+class Layer:
+    """One scene layer in linear light.
+
+    ``colour`` is ``H x W x C`` and valid wherever the layer might be seen, including where it is
+    hidden behind nearer layers (a generator knows the full texture). ``alpha`` is coverage in
+    [0, 1]. ``coc`` is the signed CoC, a scalar (fronto-parallel layer) or ``H x W`` (a slanted or
+    curved surface).
+    """
+
+    colour: np.ndarray
+    alpha: np.ndarray
+    coc: float | np.ndarray
+
+
+def nearest_bin(values: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """Index of the nearest entry of the sorted array ``bins`` for every value."""
+    values = np.asarray(values, np.float32)
+    hi = np.clip(np.searchsorted(bins, values), 1, len(bins) - 1)
+    lo = hi - 1
+    return np.where(values - bins[lo] <= bins[hi] - values, lo, hi) if len(bins) > 1 else np.zeros_like(values, np.int64)
+
+
+def _bbox(mask: np.ndarray, pad: int, shape: tuple[int, int]) -> tuple[slice, slice] | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    y0, y1 = max(rows[0] - pad, 0), min(rows[-1] + pad + 1, shape[0])
+    x0, x1 = max(cols[0] - pad, 0), min(cols[-1] + pad + 1, shape[1])
+    return slice(y0, y1), slice(x0, x1)
+
+
+def render_layers(
+    layers: Sequence[Layer],
+    psf: PSFModel,
+    views: Sequence[str] = ("left", "right"),
+    bins: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Render DP views of a layered scene, back to front, with premultiplied alpha, in linear light.
+
+    Every layer's pixels are assigned to the nearest signed-CoC bin. Bins are visited from far
+    (largest CoC) to near. At each bin, every layer with pixels in it contributes the part of the
+    layer that lies *at or nearer than* that bin (a cumulative mask), blurred with the bin's kernel
+    and composited with the premultiplied "over" operator. Using the cumulative mask rather than
+    the bin's own pixels is what keeps a slanted surface free of seams between bins: the surface
+    continues under its nearer parts, and those are redrawn on top at their own bins. Foreground
+    blur spills over a sharp background, and a sharp background never shows through blurred
+    foreground, because coverage itself is blurred.
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+        Same-shape layers; their order does not matter (depth comes from the CoC).
+    psf : PSFModel
+        Kernel source.
+    views : sequence of {"left", "right", "combined"}
+        Which images to render; "combined" uses ``(K_L + K_R) / 2``.
+    bins : array, optional
+        Signed CoC bin centres; by default :func:`coc_bin_centres` over the scene's range.
+
+    Returns
+    -------
+    dict of view name -> ``H x W x C`` float32 linear image.
+    """
+    if not layers:
+        raise ValueError("render_layers needs at least one layer")
+    for v in views:
+        if v not in ("left", "right", "combined"):
+            raise ValueError(f"unknown view {v!r}; use 'left', 'right' or 'combined'")
+    h, w = layers[0].alpha.shape
+    max_abs = max(float(np.max(np.abs(layer.coc))) for layer in layers)
+    if bins is None:
+        bins = coc_bin_centres(max_abs)
+    bins = np.sort(np.asarray(bins, np.float32))
+    # The scene continues past the frame: pad by the largest kernel radius (mirrored) so the
+    # borders are not darkened by coverage that falls off outside the image.
+    pad = max(psf.kernels(float(bins[0]))[0].shape[0], psf.kernels(float(bins[-1]))[0].shape[0]) // 2
+    hp, wp = h + 2 * pad, w + 2 * pad
+    prepared = []  # (layer bounding box, colour, alpha, bin index map or scalar, bins present)
+    for layer in layers:
+        alpha_full = np.asarray(layer.alpha, np.float32)
+        found = _bbox(alpha_full > 0, 0, (h, w))
+        if found is None:
+            continue
+        (y0, y1), (x0, x1) = (found[0].start, found[0].stop), (found[1].start, found[1].stop)
+        # mirror-pad only where the layer touches the frame; elsewhere the padded box is a plain slice
+        widths = ((pad if y0 == 0 else 0, pad if y1 == h else 0), (pad if x0 == 0 else 0, pad if x1 == w else 0))
+        box = (slice(y0 + pad - widths[0][0], y1 + pad + widths[0][1]), slice(x0 + pad - widths[1][0], x1 + pad + widths[1][1]))
+
+        def crop(arr: np.ndarray) -> np.ndarray:
+            part = arr[y0:y1, x0:x1]
+            return np.pad(part, widths + ((0, 0),) * (part.ndim - 2), mode="symmetric") if pad else part
+
+        alpha = crop(alpha_full)
+        colour = crop(np.asarray(layer.colour, np.float32))
+        coc = np.asarray(layer.coc, np.float32)
+        if coc.ndim == 0:
+            idx = nearest_bin(coc, bins)
+            present = {int(idx)}
+        else:
+            idx = crop(nearest_bin(coc, bins))
+            present = set(np.unique(idx[alpha > 0]).tolist())
+        prepared.append((box, colour, alpha, idx, present))
+    channels = prepared[0][1].shape[2] if prepared else np.asarray(layers[0].colour).shape[2]
+    out = {v: np.zeros((hp, wp, channels), np.float32) for v in views}
+    for b in range(len(bins) - 1, -1, -1):  # far -> near
+        users = [p for p in prepared if b in p[4]]
+        if not users:
+            continue
+        kl, kr = psf.kernels(float(bins[b]))
+        kernel_of = {"left": kl, "right": kr, "combined": (kl + kr) / 2}
+        radius = kl.shape[0] // 2
+        for layer_box, colour, alpha, idx, _ in users:
+            cover = alpha if idx.ndim == 0 else alpha * (idx <= b)
+            local = _bbox(cover > 0, radius, cover.shape)
+            if local is None:
+                continue
+            a = cover[local]
+            stack = np.concatenate([(colour[local] * a[..., None]).transpose(2, 0, 1), a[None]], 0)
+            # grow by the kernel radius so blur spills outside the layer's own box
+            ys, xs = local
+            y0, x0 = layer_box[0].start + ys.start, layer_box[1].start + xs.start
+            gy0, gx0 = max(y0 - radius, 0), max(x0 - radius, 0)
+            gy1 = min(y0 + a.shape[0] + radius, hp)
+            gx1 = min(x0 + a.shape[1] + radius, wp)
+            stack = np.pad(stack, ((0, 0), (y0 - gy0, gy1 - y0 - a.shape[0]), (x0 - gx0, gx1 - x0 - a.shape[1])))
+            blurred = fft_convolve(stack, [kernel_of[v] for v in views])
+            for v, bl in zip(views, blurred):
+                region = out[v][gy0:gy1, gx0:gx1]
+                region *= 1.0 - np.clip(bl[-1], 0.0, 1.0)[..., None]
+                region += bl[:-1].transpose(1, 2, 0)
+    out = {v: img[pad : pad + h, pad : pad + w] for v, img in out.items()}
+    return {v: np.clip(img, 0.0, None) for v, img in out.items()}

@@ -1,0 +1,76 @@
+"""napari integration with a real viewer (under Xvfb via `make test`)."""
+
+import numpy as np
+import pytest
+
+from dpfocus.io import save_image
+from dpfocus.napari._reader import get_reader
+from dpfocus.samples import sample_names
+
+napari = pytest.importorskip("napari")
+
+
+def test_reader_declines_what_it_does_not_handle(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    save_image(tmp_path / "photo.png", np.zeros((4, 4)))
+    save_image(tmp_path / "lonely_L.png", np.zeros((4, 4)))
+    for p in ("notes.txt", "photo.png", "lonely_L.png", "does_not_exist_L.png"):
+        assert get_reader(str(tmp_path / p)) is None
+    assert get_reader([str(tmp_path / "photo.png")] * 3) is None
+
+
+def test_reader_returns_nothing_and_does_not_raise_on_corrupt_pair(tmp_path):
+    (tmp_path / "k_L.png").write_bytes(b"\x89PNG garbage")
+    (tmp_path / "k_R.png").write_bytes(b"\x89PNG garbage")
+    reader = get_reader(str(tmp_path / "k_L.png"))
+    assert reader is not None and reader(str(tmp_path / "k_L.png")) == []
+
+
+@pytest.mark.parametrize("given", ["scene_R.png", "scene_L.png", "."])
+def test_opening_either_view_or_the_folder_adds_both_views(make_napari_viewer, tmp_path, rng, given):
+    left = rng.random((30, 40, 3)).astype(np.float32)
+    right = np.roll(left, 2, axis=1)
+    save_image(tmp_path / "scene_L.png", left)
+    save_image(tmp_path / "scene_R.png", right)
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / given), plugin="napari-dpfocus")
+    assert [layer.name for layer in viewer.layers] == ["scene [L]", "scene [R]"]
+    meta = viewer.layers["scene [R]"].metadata["dpfocus"]
+    assert meta["view"] == "right" and meta["bit_depth"] == 16 and meta["name"] == "scene"
+    assert meta["right_path"].endswith("scene_R.png")
+    np.testing.assert_allclose(viewer.layers["scene [L]"].data, left, atol=1 / 65535)
+
+
+@pytest.mark.parametrize("name", sample_names())
+def test_sample_data_adds_pair_and_screenshot_is_not_blank(make_napari_viewer, name):
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-dpfocus", name)
+    assert [layer.name for layer in viewer.layers] == [f"{name} [L]", f"{name} [R]"]
+    left = viewer.layers[f"{name} [L]"]
+    assert left.metadata["dpfocus"]["bit_depth"] == 16
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    assert shot.ndim == 3 and shot[..., :3].std() > 10  # real picture content, not a blank canvas
+    # many distinct levels: the canvas shows the image's texture, not a few flat colours
+    assert np.unique(shot[..., :3].mean(axis=2).round()).size > 40
+
+
+def test_writer_keeps_bit_depth_and_writes_maps_as_float_tiff(make_napari_viewer, tmp_path):
+    import tifffile
+
+    from dpfocus.io import read_image
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-dpfocus", "microscope")
+    layer = viewer.layers["microscope [L]"]
+    out = tmp_path / "saved.png"
+    layer.save(str(out), plugin="napari-dpfocus")
+    back, bits = read_image(out)
+    assert bits == 16
+    np.testing.assert_allclose(back, layer.data, atol=1 / 65535)
+    disp = viewer.add_image(np.linspace(-3, 3, 20, dtype=np.float32).reshape(4, 5), name="microscope disparity", metadata={"dpfocus": {"kind": "disparity"}})
+    disp.save(str(tmp_path / "disp.tif"), plugin="napari-dpfocus")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "disp.tif"), disp.data)
+    labels = viewer.add_labels(np.arange(20, dtype=np.int32).reshape(4, 5), name="microscope kernel index")
+    labels.save(str(tmp_path / "k.png"), plugin="napari-dpfocus")
+    back, bits = read_image(tmp_path / "k.png")
+    np.testing.assert_array_equal(np.round(back * 255), labels.data)

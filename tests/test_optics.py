@@ -1,0 +1,152 @@
+import math
+
+import numpy as np
+import pytest
+
+from dpfocus.optics import (
+    DPPSF,
+    CalibratedPSF,
+    Layer,
+    coc_bin_centres,
+    kernel_centroid_x,
+    linear_to_srgb,
+    render_layers,
+    srgb_to_linear,
+)
+from conftest import horizontal_shift, textured
+
+PSFS = [DPPSF(), DPPSF(split_softness=0.0, butterworth_order=math.inf), DPPSF(split_softness=0.35, butterworth_order=2, rim=0.5, falloff=0.4)]
+
+
+@pytest.mark.parametrize("psf", PSFS)
+@pytest.mark.parametrize("coc", [0.0, 0.4, 1.0, 3.3, 8.0, 25.0, -0.4, -6.0])
+def test_kernels_mirror_and_normalised(psf, coc):
+    kl, kr = psf.kernels(coc)
+    assert kl.shape == kr.shape and kl.shape[0] % 2 == 1 and kl.shape[0] == kl.shape[1]
+    assert kl.sum() == pytest.approx(1.0, abs=1e-5) and kr.sum() == pytest.approx(1.0, abs=1e-5)
+    assert kl.min() >= 0
+    np.testing.assert_allclose(kl, kr[:, ::-1], atol=1e-7)
+    # round aperture: top-bottom symmetric
+    np.testing.assert_allclose(kl, kl[::-1, :], atol=1e-6)
+
+
+def test_sign_swaps_halves_and_disparity_sign():
+    psf = DPPSF()
+    kl_p, kr_p = psf.kernels(5.0)
+    kl_n, kr_n = psf.kernels(-5.0)
+    np.testing.assert_allclose(kl_p, kr_n)
+    np.testing.assert_allclose(kr_p, kl_n)
+    assert kernel_centroid_x(kr_p) > 0 > kernel_centroid_x(kl_p)
+    assert psf.disparity(5.0) > 0 > psf.disparity(-5.0)
+    assert psf.disparity(5.0) == pytest.approx(-psf.disparity(-5.0))
+
+
+def test_hard_disk_factor_matches_theory():
+    # half-disk centroid 4r/(3 pi): d = 8 r / (3 pi), so J = 3 pi / 8
+    psf = DPPSF(split_softness=0.0, butterworth_order=math.inf)
+    assert psf.coc_per_disparity == pytest.approx(3 * math.pi / 8, rel=2e-3)
+
+
+@pytest.mark.parametrize("psf", PSFS)
+def test_disparity_linear_in_radius_including_subpixel(psf):
+    J = psf.coc_per_disparity
+    for r in [0.25, 0.5, 1.0, 2.0, 5.0, 12.0, 20.0]:
+        d = psf.disparity(r)
+        assert d > 0
+        assert r / d == pytest.approx(J, rel=0.12 if r < 1 else 0.03)
+    radii = np.linspace(0.2, 20, 40)
+    assert np.all(np.diff([psf.disparity(r) for r in radii]) > 0)
+
+
+def test_softer_split_gives_less_disparity():
+    assert DPPSF(split_softness=0.4).disparity(8) < DPPSF(split_softness=0.05).disparity(8)
+
+
+def test_calibrated_bank_plugs_into_same_interface():
+    base = DPPSF(split_softness=0.2)
+    radii = [0.0, 2.0, 4.0, 8.0]
+    bank = CalibratedPSF(radii, [base.kernels(r)[0] for r in radii], [base.kernels(r)[1] for r in radii])
+    kl, kr = bank.kernels(4.0)
+    ref = base.kernels(4.0)[0]
+    pad = (kl.shape[0] - ref.shape[0]) // 2
+    np.testing.assert_allclose(kl[pad : pad + ref.shape[0], pad : pad + ref.shape[0]], ref, atol=1e-6)
+    # mirrored to negative CoC and interpolated in between
+    assert bank.disparity(-4.0) == pytest.approx(-bank.disparity(4.0))
+    assert bank.disparity(2.0) < bank.disparity(3.0) < bank.disparity(4.0)
+    assert bank.coc_per_disparity == pytest.approx(base.coc_per_disparity, rel=0.05)
+    with pytest.raises(ValueError, match="odd and square"):
+        CalibratedPSF([1.0], [np.ones((4, 4))], [np.ones((4, 4))])
+    with pytest.raises(ValueError, match="non-negative"):
+        CalibratedPSF([1.0], [-np.ones((3, 3))], [np.ones((3, 3))])
+
+
+def test_srgb_roundtrip():
+    x = np.linspace(0, 1, 1001, dtype=np.float32)
+    np.testing.assert_allclose(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-5)
+
+
+def test_bins_symmetric_and_fine_near_focus():
+    b = coc_bin_centres(25)
+    np.testing.assert_allclose(b, -b[::-1])
+    assert 0.0 in b and b.max() >= 25 and np.diff(b)[len(b) // 2] == pytest.approx(0.5)
+
+
+# ----------------------------------------------------------------------------- renderer
+
+
+def test_in_focus_scene_reproduces_its_aif(rng):
+    aif = textured(rng, 64, 80)
+    out = render_layers([Layer(aif, np.ones((64, 80), np.float32), np.zeros((64, 80), np.float32))], DPPSF(), views=("left", "right", "combined"))
+    for v in out.values():
+        np.testing.assert_allclose(v, aif, atol=1e-5)
+
+
+@pytest.mark.parametrize("coc", [-6.0, -2.0, 3.0, 8.0])
+def test_views_are_shifted_by_the_model_disparity(rng, coc):
+    psf = DPPSF()
+    aif = textured(rng, 96, 160, sigma=2.0)
+    out = render_layers([Layer(aif, np.ones((96, 160), np.float32), coc)], psf)
+    shift = horizontal_shift(out["left"], out["right"])  # right(x) = left(x - d)
+    assert shift == pytest.approx(psf.disparity(coc), abs=0.35)
+    assert np.sign(shift) == np.sign(coc)
+
+
+def test_slanted_surface_has_no_seams_and_no_dark_borders():
+    h, w = 80, 120
+    grey = np.full((h, w, 3), 0.5, np.float32)
+    ramp = np.linspace(-12, 12, w, dtype=np.float32)[None, :].repeat(h, 0)  # CoC varies across bins
+    out = render_layers([Layer(grey, np.ones((h, w), np.float32), ramp)], DPPSF())
+    for v in out.values():
+        np.testing.assert_allclose(v, 0.5, atol=2e-3)  # a uniform surface stays uniform everywhere
+
+
+def test_occlusion_blurred_foreground_spills_over_sharp_background():
+    h, w = 60, 120
+    back = np.zeros((h, w, 3), np.float32)
+    fore = np.ones((h, w, 3), np.float32)
+    mask = np.zeros((h, w), np.float32)
+    mask[:, :60] = 1
+    layers = [Layer(back, np.ones((h, w), np.float32), 0.0), Layer(fore, mask, -8.0)]  # foreground: negative CoC
+    out = render_layers(layers, DPPSF(), views=("combined",))["combined"][..., 0]
+    row = out[h // 2]
+    assert row[64] > 0.1  # foreground light spills onto the sharp background
+    assert row[40] == pytest.approx(1.0, abs=1e-3)
+    assert np.all(np.diff(row[45:75]) <= 1e-5)  # a smooth, monotone edge: no halo
+
+
+def test_occlusion_sharp_foreground_over_blurred_background_has_no_halo():
+    h, w = 60, 120
+    back = np.zeros((h, w, 3), np.float32)
+    back[:, 30:90] = 1.0  # bright background band behind the foreground edge
+    fore = np.full((h, w, 3), 0.2, np.float32)
+    mask = np.zeros((h, w), np.float32)
+    mask[:, 60:] = 1
+    layers = [Layer(back, np.ones((h, w), np.float32), 8.0), Layer(fore, mask, 0.0)]
+    out = render_layers(layers, DPPSF(), views=("combined",))["combined"][..., 0]
+    # the in-focus foreground is exactly itself: blurred background never shows through it
+    np.testing.assert_allclose(out[:, 60:85], 0.2, atol=1e-4)
+
+
+def test_render_rejects_unknown_view(rng):
+    with pytest.raises(ValueError, match="unknown view"):
+        render_layers([Layer(textured(rng, 8, 8), np.ones((8, 8), np.float32), 0.0)], DPPSF(), views=("middle",))
