@@ -7,7 +7,8 @@ from dpfocus.io import read_image
 def test_headless_demo_writes_pictures_and_a_real_screenshot(tmp_path, capsys):
     assert cli_main(["demo", "--headless", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for name in ("garden_left.png", "garden_right.png", "garden_anaglyph.png", "garden_disparity_gt.png", "viewer.png"):
+    for name in ("garden_left.png", "garden_right.png", "garden_anaglyph.png", "garden_disparity_gt.png", "garden_disparity.png",
+                 "garden_kernel_index.png", "garden_aif.png", "garden_refocused.png", "viewer.png"):
         assert (tmp_path / name).exists(), out
     shot, bits = read_image(tmp_path / "viewer.png")
     assert bits == 8 and shot.shape[0] >= 600 and shot.shape[1] >= 800

@@ -74,3 +74,24 @@ def test_writer_keeps_bit_depth_and_writes_maps_as_float_tiff(make_napari_viewer
     labels.save(str(tmp_path / "k.png"), plugin="napari-dpfocus")
     back, bits = read_image(tmp_path / "k.png")
     np.testing.assert_array_equal(np.round(back * 255), labels.data)
+
+
+def test_analysis_layers_in_a_real_viewer(make_napari_viewer, rng):
+    from dpfocus.analysis import analyze
+    from dpfocus.napari._layers import analysis_layer_data
+
+    from dpfocus.samples import load_sample
+
+    pair = load_sample("microscope")
+    analysis = analyze(pair)
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in analysis_layer_data(analysis, pair.name):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    names = {layer.name for layer in viewer.layers}
+    assert {"microscope disparity", "microscope CoC", "microscope kernel index", "microscope all-in-focus", "microscope confidence"} <= names
+    disp = viewer.layers["microscope disparity"]
+    lo, hi = disp.contrast_limits
+    assert lo == pytest.approx(-hi)  # symmetric limits on a diverging colormap
+    assert disp.metadata["dpfocus"]["units"] == "px"
+    kidx = viewer.layers["microscope kernel index"]
+    assert "coc_px" in kidx.features and len(kidx.features) == len(analysis.kernel_cocs)

@@ -1,4 +1,4 @@
-"""Command line: ``dpfocus demo``, ``dpfocus info`` (more sub-commands arrive with the analysis).
+"""Command line: ``dpfocus analyze | refocus | deblur | evaluate | demo | info`` (DESIGN.md contract).
 
 Bad input exits with code 2 and one line saying what is wrong and how to fix it (no traceback).
 """
@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .io import DPPairError, load_pair
+from .io import DPPair, DPPairError, load_pair, read_image, save_image
+
+from .refocus import FocusError
 
 EXIT_BAD_INPUT = 2
 
@@ -26,6 +28,115 @@ def _cmd_info(args: argparse.Namespace) -> int:
     info["has_combined"] = pair.combined is not None
     info["has_target"] = pair.target is not None
     print(json.dumps(info, indent=2))
+    return 0
+
+
+def _load(args: argparse.Namespace) -> DPPair:
+    return load_pair(args.left, args.right, black_level=args.black_level, white_level=args.white_level)
+
+
+def _check_output_file(out: str, pair: DPPair) -> Path:
+    path = Path(out)
+    if path.suffix.lower() not in (".png", ".tif", ".tiff"):
+        raise UsageError(f"{path}: write the image as .png or .tif")
+    for src in (pair.left_path, pair.right_path):
+        if src is not None and path.resolve() == src.resolve():
+            raise UsageError(f"{path}: is an input view; choose another output name (inputs are never overwritten)")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder; give a file name such as {path / 'refocused.png'}")
+    return path
+
+
+def _analyze(pair: DPPair, args: argparse.Namespace):
+    from .analysis import analyze, backends
+
+    if args.backend not in backends():
+        raise UsageError(f"unknown backend {args.backend!r}; choose one of {', '.join(backends())}")
+    return analyze(pair, backend=args.backend, tile=args.tile)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis import save_analysis
+
+    pair = _load(args)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a folder; give a folder for the analysis files")
+    analysis = _analyze(pair, args)
+    files = save_analysis(analysis, out, bit_depth=pair.bit_depth)
+    timings = analysis.meta["timings"]
+    print(f"{pair.name}: {args.backend} analysis in {timings['total_s']:.2f} s; "
+          f"disparity {analysis.disparity.min():.2f} .. {analysis.disparity.max():.2f} px, J = {analysis.coc_per_disparity:.4f}")
+    for key, path in files.items():
+        print(f"{key}: {path}")
+    return 0
+
+
+def _focus_mask_from_args(args: argparse.Namespace, pair: DPPair):
+    """(kind, value) of the focus target, validated against the pair before any analysis runs."""
+    from .refocus import box_mask, point_mask
+
+    h, w = pair.shape[:2]
+    if args.text is not None:
+        raise UsageError("text prompts need the prompts module, which is not available yet; use --mask, --point or --box")
+    if args.mask is not None:
+        mask, _ = read_image(args.mask)
+        mask = (mask.max(axis=2) if mask.ndim == 3 else mask) > 0.5
+        if mask.shape != (h, w):
+            raise UsageError(f"{args.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but the pair is {w}x{h}; draw it on the same pair")
+        if not mask.any():
+            raise UsageError(f"{args.mask}: mask is empty (no pixel above 0.5); paint the region to bring into focus")
+        return {"mask": mask}
+    if args.point is not None:
+        point_mask((h, w), *args.point)  # validates
+        return {"point": tuple(args.point)}
+    if args.box is not None:
+        box_mask((h, w), *args.box)
+        return {"box": tuple(args.box)}
+    if args.disparity is not None:
+        return {"d_trg": args.disparity}
+    raise UsageError("give a focus target: --mask M.png, --point X Y, --box X0 Y0 X1 Y1 or --disparity D")
+
+
+def _cmd_refocus(args: argparse.Namespace) -> int:
+    from .refocus import RefocusPreview, focus_disparity, render_refocus
+
+    pair = _load(args)
+    out = _check_output_file(args.output, pair)
+    target = _focus_mask_from_args(args, pair)
+    if args.strength < 0:
+        raise UsageError("--strength must be >= 0 (0 = all in focus, 1 = the captured aperture)")
+    analysis = _analyze(pair, args)
+    d_trg = focus_disparity(analysis, **target)
+    if args.quality == "preview":
+        import cv2
+
+        preview = RefocusPreview(analysis).render(d_trg, args.strength, args.tolerance)
+        img = cv2.resize(preview, (pair.shape[1], pair.shape[0]), interpolation=cv2.INTER_LINEAR)
+    else:
+        img = render_refocus(analysis, d_trg, args.strength, args.tolerance)
+    save_image(out, img, pair.bit_depth if pair.bit_depth in (8, 16) else 16)
+    print(f"{out}: refocused at d_trg = {d_trg:.3f} px, strength {args.strength:g}, tolerance {args.tolerance:g} ({args.quality})")
+    return 0
+
+
+def _cmd_deblur(args: argparse.Namespace) -> int:
+    pair = _load(args)
+    out = _check_output_file(args.output, pair)
+    analysis = _analyze(pair, args)
+    save_image(out, analysis.aif, pair.bit_depth if pair.bit_depth in (8, 16) else 16)
+    print(f"{out}: all-in-focus image ({args.backend})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, format_report
+
+    report = evaluate(backends=args.backend, n_scenes=args.scenes, dpdd=args.dpdd, size=tuple(args.size))
+    text = format_report(report)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=float))
     return 0
 
 
@@ -61,6 +172,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--white-level", type=float, help="raw white level (single-channel 16-bit data)")
     p.set_defaults(func=_cmd_info)
 
+    def pair_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("left", help="left view, either view (partner found by name), or a folder with one pair")
+        p.add_argument("right", nargs="?", help="right view, when both files are given")
+        p.add_argument("--black-level", type=float, help="raw black level (single-channel 16-bit data)")
+        p.add_argument("--white-level", type=float, help="raw white level (single-channel 16-bit data)")
+        p.add_argument("--backend", default="classical", help="analysis backend (default: classical)")
+        p.add_argument("--tile", type=int, default=None, help="tile size for backends that tile (network)")
+
+    p = sub.add_parser("analyze", help="disparity, CoC, kernel index and all-in-focus maps into a folder")
+    pair_args(p)
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("refocus", help="refocus a DP pair on a mask, point or box")
+    pair_args(p)
+    p.add_argument("-o", "--output", required=True, help="output image (.png keeps the input bit depth, or .tif)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--mask", help="image whose non-zero pixels are the region to focus on")
+    target.add_argument("--point", type=float, nargs=2, metavar=("X", "Y"), help="focus on the region around a pixel")
+    target.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="focus on a box")
+    target.add_argument("--text", help="focus on what a phrase describes (needs the prompts module)")
+    target.add_argument("--disparity", type=float, help="focus at this disparity (px)")
+    p.add_argument("--strength", type=float, default=1.0, help="aperture scale: 1 = as captured, 0 = all in focus")
+    p.add_argument("--tolerance", type=float, default=0.0, help="disparity band (px) kept sharp around the target")
+    p.add_argument("--quality", choices=("preview", "full"), default="full")
+    p.set_defaults(func=_cmd_refocus)
+
+    p = sub.add_parser("deblur", help="write the all-in-focus image")
+    pair_args(p)
+    p.add_argument("-o", "--output", required=True, help="output image")
+    p.set_defaults(func=_cmd_deblur)
+
+    p = sub.add_parser("evaluate", help="benchmark backends on held-out synthetic scenes (and DPDD folders)")
+    p.add_argument("--backend", action="append", default=None, help="backend(s) to evaluate (default: all)")
+    p.add_argument("--scenes", type=int, default=8, help="number of held-out synthetic scenes")
+    p.add_argument("--size", type=int, nargs=2, default=[384, 576], metavar=("H", "W"))
+    p.add_argument("--dpdd", help="a DPDD-layout folder with test_c/target, evaluated too")
+    p.add_argument("--json", help="also write the report as JSON")
+    p.set_defaults(func=_cmd_evaluate)
+
     p = sub.add_parser("demo", help="open napari with a sample pair (or write the pictures headless)")
     p.add_argument("--headless", action="store_true", help="no window: write PNGs (and a viewer screenshot under Xvfb)")
     p.add_argument("-o", "--output", help="output folder for --headless (default: dpfocus-demo)")
@@ -75,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (DPPairError, UsageError) as exc:
+    except (DPPairError, UsageError, FocusError) as exc:
         print(f"dpfocus {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

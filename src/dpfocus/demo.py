@@ -80,11 +80,32 @@ def virtual_display(width: int = 1600, height: int = 1000) -> Iterator[bool]:
             os.environ.pop("DISPLAY", None)
 
 
+def demo_results(sample: str):
+    """Analysis of the sample and a refocus on its largest object (the ground-truth mask)."""
+    from .analysis import analyze
+    from .refocus import focus_disparity, render_refocus
+
+    pair = load_sample(sample)
+    gt = load_ground_truth(sample)
+    analysis = analyze(pair)
+    objects = [o for o in gt["scene"]["objects"] if o["visible_pixels"] > 0]
+    target = max(objects, key=lambda o: o["visible_pixels"])
+    d_trg = focus_disparity(analysis, mask=gt["labels"] == target["label"])
+    return pair, analysis, d_trg, render_refocus(analysis, d_trg)
+
+
 def _open_viewer_with_sample(sample: str, show: bool):
     import napari
 
+    from .napari._layers import analysis_layer_data, refocused_layer_data
+
     viewer = napari.Viewer(title="napari-dpfocus demo", show=show)
     viewer.open_sample("napari-dpfocus", sample)
+    pair, analysis, d_trg, refocused = demo_results(sample)
+    for data, kwargs, kind in analysis_layer_data(analysis, pair.name) + [refocused_layer_data(refocused, pair.name, d_trg, 1.0)]:
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    viewer.layers[f"{pair.name} disparity"].visible = False
+    viewer.layers.selection.active = viewer.layers[f"{pair.name} refocused"]
     return viewer
 
 
@@ -133,6 +154,15 @@ def run_headless(out_dir: str | os.PathLike, sample: str = "garden", screenshot:
     }
     if pair.combined is not None:
         written["combined"] = save_image(out / f"{sample}_combined.png", pair.combined, 8)
+    _, analysis, d_trg, refocused = demo_results(sample)
+    limit = float(max(np.abs(gt["disparity"]).max(), np.abs(analysis.disparity).max()))
+    written["disparity"] = save_image(out / f"{sample}_disparity.png", disparity_to_rgb(analysis.disparity, limit), 8)
+    written["confidence"] = save_image(out / f"{sample}_confidence.png", analysis.confidence, 8)
+    written["kernel_index"] = save_image(
+        out / f"{sample}_kernel_index.png", analysis.kernel_index.astype(np.float32) / max(len(analysis.kernel_cocs) - 1, 1), 8
+    )
+    written["all_in_focus"] = save_image(out / f"{sample}_aif.png", analysis.aif, 8)
+    written["refocused"] = save_image(out / f"{sample}_refocused.png", refocused, 8)
     if screenshot:
         with virtual_display() as ok:
             if ok and _screenshot_in_child(sample, out / "viewer.png"):

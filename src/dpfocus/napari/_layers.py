@@ -43,3 +43,35 @@ def pair_layer_data(pair: DPPair) -> list[tuple[Any, dict, str]]:
             )
         )
     return out
+
+
+def analysis_layer_data(analysis, stem: str) -> list[tuple[Any, dict, str]]:
+    """Disparity, CoC, confidence, kernel index (labels) and all-in-focus as layer-data tuples."""
+    import numpy as np
+
+    base = {"pair_id": analysis.meta.get("pair_id"), "backend": analysis.backend, "J": analysis.coc_per_disparity}
+    limit_d = float(max(np.abs(analysis.disparity).max(), 1e-3))
+    limit_c = float(max(np.abs(analysis.coc).max(), 1e-3))
+    features = {
+        "index": np.arange(len(analysis.kernel_cocs)),
+        "coc_px": analysis.kernel_cocs,
+        "radius_px": np.abs(analysis.kernel_cocs),
+        "side": np.where(analysis.kernel_cocs > 0, "behind focus", np.where(analysis.kernel_cocs < 0, "in front", "in focus")),
+    }
+    return [
+        (analysis.aif, {"name": layer_name(stem, "aif"), "rgb": analysis.aif.ndim == 3, "contrast_limits": (0.0, 1.0),
+                        "metadata": {"dpfocus": dict(base, kind="aif")}}, "image"),
+        (analysis.confidence, {"name": layer_name(stem, "confidence"), "colormap": "gray", "contrast_limits": (0.0, 1.0),
+                               "visible": False, "metadata": {"dpfocus": dict(base, kind="confidence", units="[0, 1]")}}, "image"),
+        (analysis.kernel_index.astype(np.int32) + 1, {"name": layer_name(stem, "kernel_index"), "visible": False, "features": features,
+                                                      "metadata": {"dpfocus": dict(base, kind="kernel_index", units="bank index + 1 (0 = none)")}}, "labels"),
+        (analysis.coc, {"name": layer_name(stem, "coc"), "colormap": "PiYG", "contrast_limits": (-limit_c, limit_c), "visible": False,
+                        "metadata": {"dpfocus": dict(base, kind="coc", units="px (signed radius)")}}, "image"),
+        (analysis.disparity, {"name": layer_name(stem, "disparity"), "colormap": "coolwarm", "contrast_limits": (-limit_d, limit_d),
+                              "opacity": 0.85, "metadata": {"dpfocus": dict(base, kind="disparity", units="px")}}, "image"),
+    ]
+
+
+def refocused_layer_data(image, stem: str, d_trg: float, strength: float, scale: float = 1.0) -> tuple[Any, dict, str]:
+    return (image, {"name": layer_name(stem, "refocused"), "rgb": image.ndim == 3, "contrast_limits": (0.0, 1.0), "scale": (scale, scale),
+                    "metadata": {"dpfocus": {"kind": "refocused", "d_trg": d_trg, "strength": strength}}}, "image")

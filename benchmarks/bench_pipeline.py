@@ -1,0 +1,62 @@
+"""Analysis and refocus at 1120x1680 RGB (DPDD size), beside same-run references.
+
+Prints `name: value unit` lines. References: one full-frame copy (the memory-bandwidth floor of a
+preview update) and one full-frame FFT disk blur (the unit of work of the full-quality render).
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import numpy as np
+
+from dpfocus.analysis import analyze
+from dpfocus.io import DPPair
+from dpfocus.optics import DPPSF, fft_convolve
+from dpfocus.refocus import RefocusPreview, render_refocus
+from dpfocus.scenes import SceneConfig, generate_scene
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def main() -> None:
+    h, w = 1120, 1680
+    scene = generate_scene(123, SceneConfig(height=h, width=w, with_refocus=False))
+    pair = DPPair.from_arrays(scene.left, scene.right, name="bench")
+    pair.combined = scene.combined
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    analysis, t_analysis = timed(lambda: analyze(pair))
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    img = scene.combined
+    copies = []
+    for _ in range(20):
+        _, t = timed(lambda: img.copy())
+        copies.append(t)
+    _, t_blur = timed(lambda: fft_convolve(img.transpose(2, 0, 1), [DPPSF().combined_kernel(8.0)]))
+    preview, t_prepare = timed(lambda: RefocusPreview(analysis))
+    d = analysis.disparity
+    targets = np.linspace(np.percentile(d, 5), np.percentile(d, 95), 50)
+    latencies = []
+    for i, d_trg in enumerate(targets):
+        _, t = timed(lambda: preview.render(float(d_trg), strength=0.5 + (i % 5) * 0.25))
+        latencies.append(t)
+    _, t_full = timed(lambda: render_refocus(analysis, float(np.median(d))))
+    print(f"reference_copy_1120x1680_rgb: {statistics.median(copies) * 1000:.1f} ms")
+    print(f"reference_fft_blur_1120x1680_rgb: {t_blur * 1000:.0f} ms")
+    print(f"classical_analysis_1120x1680: {t_analysis:.2f} s")
+    print(f"classical_analysis_peak_rss: {max(rss_after, rss_before):.0f} MiB")
+    print(f"refocus_preview_prepare: {t_prepare * 1000:.0f} ms")
+    print(f"refocus_preview_update_median: {statistics.median(latencies) * 1000:.1f} ms")
+    print(f"refocus_preview_update_ratio_to_copy: {statistics.median(latencies) / statistics.median(copies):.1f} x")
+    print(f"refocus_full_quality: {t_full:.2f} s")
+    print(f"refocus_full_quality_ratio_to_fft_blur: {t_full / t_blur:.1f} x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The ``Analysis`` of a DP pair, backends that produce it, and its on-disk form.
+
+``analyze(pair, backend="classical")`` runs a registered backend. Every backend fills the same
+fields, so the refocus renderer, the CLI and the napari docks never care which one ran.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import __version__
+from .io import DPPair, read_image, save_image, save_map
+
+__all__ = ["Analysis", "register_backend", "backends", "analyze", "save_analysis", "load_analysis", "ANALYSIS_FILES"]
+
+ANALYSIS_FILES = {
+    "disparity": "disparity.tif",
+    "coc": "coc.tif",
+    "kernel_index": "kernel_index.tif",
+    "aif": "aif.png",
+    "confidence": "confidence.tif",
+    "kernels": "kernels.npz",
+    "record": "analysis.json",
+}
+
+
+@dataclass
+class Analysis:
+    """What a backend found in a DP pair (all maps at the input resolution).
+
+    Attributes
+    ----------
+    disparity : ndarray, H x W float32
+        Signed DP disparity in px, ``B_R(x) ~= B_L(x - d)``; 0 = in focus, + = behind focus.
+    confidence : ndarray, H x W float32 in [0, 1]
+        How well the data determined the disparity (low in textureless areas, which are filled).
+    coc : ndarray, H x W float32
+        Signed CoC radius in px, ``coc = J * disparity`` relative to the captured focus.
+    kernel_index : ndarray, H x W uint16
+        Index into the kernel bank of the best-fitting kernel at each pixel.
+    kernel_cocs : ndarray, (N,) float32
+        Signed CoC of each bank entry (sorted), what each kernel index stands for.
+    kernels_left, kernels_right : ndarray, (N, S, S) float32
+        The bank as image-space left/right kernels (zero-padded to a common size).
+    aif : ndarray
+        All-in-focus image, display-encoded, same shape as the input views.
+    coc_per_disparity : float
+        ``J`` in ``C = J * D``.
+    backend : str
+    meta : dict
+        Timings (s), units, version, pair name/id, backend options.
+    kernel_weights_topk : tuple of (indices, weights) arrays, optional
+        Per-pixel top-k bank indices and weights (a backend with soft retrieval fills it); otherwise
+        weights come from the CoC by linear interpolation between the two nearest bank entries.
+    """
+
+    disparity: np.ndarray
+    confidence: np.ndarray
+    coc: np.ndarray
+    kernel_index: np.ndarray
+    kernel_cocs: np.ndarray
+    kernels_left: np.ndarray
+    kernels_right: np.ndarray
+    aif: np.ndarray
+    coc_per_disparity: float
+    backend: str
+    meta: dict = field(default_factory=dict)
+    kernel_weights_topk: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.disparity.shape  # type: ignore[return-value]
+
+    def kernel_weights(self, y: int, x: int, top_k: int = 5) -> list[tuple[int, float]]:
+        """The bank entries that make up pixel (y, x)'s kernel, as ``(index, weight)``, largest first."""
+        if self.kernel_weights_topk is not None:
+            idx, w = self.kernel_weights_topk
+            pairs = [(int(i), float(v)) for i, v in zip(idx[y, x], w[y, x]) if v > 0]
+        else:
+            c = float(self.coc[y, x])
+            bank = self.kernel_cocs
+            hi = int(np.clip(np.searchsorted(bank, c), 1, len(bank) - 1)) if len(bank) > 1 else 0
+            lo = max(hi - 1, 0)
+            if len(bank) == 1 or c <= bank[0]:
+                pairs = [(0, 1.0)]
+            elif c >= bank[-1]:
+                pairs = [(len(bank) - 1, 1.0)]
+            else:
+                t = (c - bank[lo]) / (bank[hi] - bank[lo])
+                pairs = [(lo, 1.0 - t), (hi, t)]
+        pairs = sorted((p for p in pairs if p[1] > 1e-6), key=lambda p: -p[1])[:top_k]
+        total = sum(w for _, w in pairs) or 1.0
+        return [(i, w / total) for i, w in pairs]
+
+    def effective_kernels(self, y: int, x: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Left, right and combined kernel at pixel (y, x): the weighted blend of its bank entries."""
+        kl = np.zeros(self.kernels_left.shape[1:], np.float32)
+        kr = np.zeros_like(kl)
+        for i, w in self.kernel_weights(y, x, top_k=len(self.kernel_cocs)):
+            kl += w * self.kernels_left[i]
+            kr += w * self.kernels_right[i]
+        return kl, kr, (kl + kr) / 2
+
+
+Backend = Callable[..., Analysis]
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(name: str) -> Callable[[Backend], Backend]:
+    """Decorator: make ``fn(pair, **options) -> Analysis`` available as ``analyze(..., backend=name)``."""
+
+    def deco(fn: Backend) -> Backend:
+        _BACKENDS[name] = fn
+        return fn
+
+    return deco
+
+
+def backends() -> list[str]:
+    """Names of the registered backends."""
+    _load_builtin_backends()
+    return sorted(_BACKENDS)
+
+
+def _load_builtin_backends() -> None:
+    from . import classical  # noqa: F401  (registers "classical")
+
+    try:
+        from .nn import backend as _nn  # noqa: F401  (registers "network" when its weights ship)
+    except ImportError:
+        pass
+
+
+def analyze(pair: DPPair, backend: str = "classical", **options) -> Analysis:
+    """Analyse a DP pair with a registered backend (see :func:`backends`)."""
+    _load_builtin_backends()
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(sorted(_BACKENDS))}")
+    t0 = time.perf_counter()
+    result = _BACKENDS[backend](pair, **options)
+    result.meta.setdefault("timings", {})["total_s"] = time.perf_counter() - t0
+    result.meta.update(
+        {
+            "backend": backend,
+            "version": __version__,
+            "pair_name": pair.name,
+            "pair_id": pair.pair_id,
+            "bit_depth": pair.bit_depth,
+            "units": {"disparity": "px", "coc": "px (signed radius)", "kernel_index": "bank index"},
+        }
+    )
+    return result
+
+
+def save_analysis(analysis: Analysis, folder: str | Path, bit_depth: int | None = None) -> dict[str, Path]:
+    """Write the CLI's analysis files (see ``ANALYSIS_FILES``) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    bits = int(bit_depth or analysis.meta.get("bit_depth", 16))
+    bits = bits if bits in (8, 16) else 16
+    out = {
+        "disparity": save_map(folder / ANALYSIS_FILES["disparity"], analysis.disparity.astype(np.float32)),
+        "coc": save_map(folder / ANALYSIS_FILES["coc"], analysis.coc.astype(np.float32)),
+        "kernel_index": save_map(folder / ANALYSIS_FILES["kernel_index"], analysis.kernel_index.astype(np.uint16)),
+        "confidence": save_map(folder / ANALYSIS_FILES["confidence"], analysis.confidence.astype(np.float32)),
+        "aif": save_image(folder / ANALYSIS_FILES["aif"], analysis.aif, bits),
+    }
+    kernels_path = folder / ANALYSIS_FILES["kernels"]
+    np.savez_compressed(kernels_path, cocs=analysis.kernel_cocs, left=analysis.kernels_left, right=analysis.kernels_right)
+    out["kernels"] = kernels_path
+    record = dict(analysis.meta, backend=analysis.backend, J=analysis.coc_per_disparity, files=ANALYSIS_FILES, aif_bit_depth=bits)
+    record_path = folder / ANALYSIS_FILES["record"]
+    record_path.write_text(json.dumps(record, indent=2, default=float))
+    out["record"] = record_path
+    return out
+
+
+def load_analysis(folder: str | Path) -> Analysis:
+    """Read back what :func:`save_analysis` (or ``dpfocus analyze``) wrote."""
+    import tifffile
+
+    from .io import DPPairError
+
+    folder = Path(folder)
+    missing = [name for name in ANALYSIS_FILES.values() if not (folder / name).exists()]
+    if missing:
+        raise DPPairError(f"{folder}: not an analysis folder (missing {', '.join(missing)}); run `dpfocus analyze` first")
+    record = json.loads((folder / ANALYSIS_FILES["record"]).read_text())
+    bank = np.load(folder / ANALYSIS_FILES["kernels"])
+    return Analysis(
+        disparity=tifffile.imread(folder / ANALYSIS_FILES["disparity"]),
+        confidence=tifffile.imread(folder / ANALYSIS_FILES["confidence"]),
+        coc=tifffile.imread(folder / ANALYSIS_FILES["coc"]),
+        kernel_index=tifffile.imread(folder / ANALYSIS_FILES["kernel_index"]),
+        kernel_cocs=bank["cocs"],
+        kernels_left=bank["left"],
+        kernels_right=bank["right"],
+        aif=read_image(folder / ANALYSIS_FILES["aif"])[0],
+        coc_per_disparity=float(record["J"]),
+        backend=record["backend"],
+        meta={k: v for k, v in record.items() if k not in ("J", "files")},
+    )

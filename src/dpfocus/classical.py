@@ -1,0 +1,338 @@
+"""Training-free DP analysis: disparity from the DP blur model, a kernel bank, and deconvolution.
+
+Disparity. For the true signed CoC ``c`` the DP model gives ``B_L * K_R(c) = B_R * K_L(c)`` (both are
+``I * K_L(c) * K_R(c)``), so each candidate ``c`` is scored by the local energy of
+``hp(B_L) * K_R(c) - hp(B_R) * K_L(c)`` relative to the energy of the two terms (``hp`` a band-pass,
+which removes the vignetting-sensitive low frequencies). Costs are aggregated over a window, the
+minimum is refined to sub-bin precision with a parabola, a confidence follows from how distinct the
+minimum is, and low-confidence (textureless) areas are filled by confidence-weighted multi-scale
+averaging and an image-guided filter. Left/right gain (vignetting) is equalised first. Work happens
+at a reduced scale for large images; the result is upsampled to the input resolution.
+
+All-in-focus. Non-blind, spatially varying deconvolution: the ordinary photo ``(B_L + B_R) / 2`` in
+linear light is deconvolved with every bank kernel in use (Wiener with a gradient prior whose weight
+follows the estimated noise level) and the results are blended per pixel with the kernel weights.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import scipy.fft
+
+from .analysis import Analysis, register_backend
+from .io import DPPair
+from .optics import DPPSF, PSFModel, coc_bin_centres, linear_to_srgb, nearest_bin, srgb_to_linear
+
+__all__ = ["classical_backend", "estimate_disparity", "deconvolve_aif", "kernel_bank", "guided_filter"]
+
+Progress = Callable[[float, str], None]
+
+#: smallest Wiener regularisation (gradient prior weight), for nearly noise-free input
+LAMBDA_MIN = 1e-2
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    return img.mean(axis=2).astype(np.float32) if img.ndim == 3 else img.astype(np.float32)
+
+
+def _box(img: np.ndarray, r: int) -> np.ndarray:
+    import cv2
+
+    return cv2.boxFilter(img, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+
+
+def _gauss(img: np.ndarray, sigma: float) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(img, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> np.ndarray:
+    """He et al.'s guided filter with a grey guide (edge-preserving smoothing of ``src``)."""
+    mean_i = _box(guide, r)
+    mean_p = _box(src, r)
+    cov_ip = _box(guide * src, r) - mean_i * mean_p
+    var_i = _box(guide * guide, r) - mean_i * mean_i
+    a = cov_ip / (var_i + eps)
+    b = mean_p - a * mean_i
+    return _box(a, r) * guide + _box(b, r)
+
+
+def equalise_gain(left: np.ndarray, right: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Remove the smooth left/right gain difference (opposite vignetting of the two photodiodes)."""
+    ratio = (_gauss(left, sigma) + 1e-3) / (_gauss(right, sigma) + 1e-3)
+    root = np.sqrt(np.clip(ratio, 0.25, 4.0))
+    return left / root, right * root
+
+
+def _resize(img: np.ndarray, w: int, h: int, area: bool) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
+
+
+def _fill_low_confidence(d: np.ndarray, conf: np.ndarray, levels: int = 6) -> np.ndarray:
+    """Confidence-weighted pull-push: every pixel gets the nearest reliable values, coarse to fine."""
+    import cv2
+
+    num, den = [d * conf], [conf]
+    for _ in range(levels):
+        h, w = num[-1].shape
+        if min(h, w) < 8:
+            break
+        num.append(cv2.resize(num[-1], (w // 2, h // 2), interpolation=cv2.INTER_AREA))
+        den.append(cv2.resize(den[-1], (w // 2, h // 2), interpolation=cv2.INTER_AREA))
+    est = num[-1] / np.maximum(den[-1], 1e-6)
+    for n, c in zip(reversed(num[:-1]), reversed(den[:-1])):
+        up = cv2.resize(est, (n.shape[1], n.shape[0]), interpolation=cv2.INTER_LINEAR)
+        local = n / np.maximum(c, 1e-6)
+        wgt = np.clip(c * 4, 0, 1)
+        est = wgt * local + (1 - wgt) * up
+    return est.astype(np.float32)
+
+
+def estimate_disparity(
+    left: np.ndarray,
+    right: np.ndarray,
+    psf: PSFModel,
+    *,
+    max_coc: float = 24.0,
+    work_size: int = 720,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Signed CoC (px) and confidence at the input resolution, from the DP blur model.
+
+    Parameters
+    ----------
+    left, right : ndarray
+        Display-encoded views (grey or RGB), same shape.
+    psf : PSFModel
+        The DP PSF family the candidates are drawn from.
+    max_coc : float
+        Largest |CoC| searched, in input pixels.
+    work_size : int
+        The longer side is reduced to about this many pixels for the search.
+    """
+    h, w = left.shape[:2]
+    scale = max(1, int(round(max(h, w) / work_size)))
+    gl, gr = _grey(srgb_to_linear(left)), _grey(srgb_to_linear(right))
+    gl, gr = equalise_gain(gl, gr, sigma=max(h, w) / 12)
+    hs, ws = h // scale, w // scale
+    if scale > 1:
+        gl, gr = _resize(gl, ws, hs, True), _resize(gr, ws, hs, True)
+    # band-pass: drop the DC and the smooth shading that carry no disparity
+    bl = gl - _gauss(gl, 6.0)
+    br = gr - _gauss(gr, 6.0)
+    c_max = max_coc / scale
+    candidates = np.arange(-np.ceil(c_max * 2) / 2, np.ceil(c_max * 2) / 2 + 0.25, 0.5, dtype=np.float32)
+    half = max(psf.kernels(float(candidates[0]))[0].shape[0], psf.kernels(float(candidates[-1]))[0].shape[0]) // 2
+    pad = half + 2
+    plv = np.pad(bl, pad, mode="reflect")
+    prv = np.pad(br, pad, mode="reflect")
+    fh = scipy.fft.next_fast_len(plv.shape[0] + 2 * half, real=True)
+    fw = scipy.fft.next_fast_len(plv.shape[1] + 2 * half, real=True)
+    fl = scipy.fft.rfft2(plv, s=(fh, fw), workers=-1)
+    fr = scipy.fft.rfft2(prv, s=(fh, fw), workers=-1)
+    window = 9
+    costs = np.empty((len(candidates), hs, ws), np.float32)
+    # The difference contains the two views' noise filtered by the candidate kernels; its expected
+    # energy, sigma^2 (|K_L|^2 + |K_R|^2), shrinks as kernels grow, which would favour large |c| in
+    # sharp noisy areas. Subtracting it makes the cost compare signal only.
+    noise_var = _noise_sigma(gl) ** 2 + _noise_sigma(gr) ** 2
+    for k, c in enumerate(candidates):
+        kl, kr = psf.kernels(float(c))
+        noise_k = 0.5 * noise_var * float((kl * kl).sum() + (kr * kr).sum())
+        o = kl.shape[0] // 2
+        both = scipy.fft.irfft2(
+            np.stack([fl * scipy.fft.rfft2(kr, s=(fh, fw), workers=-1), fr * scipy.fft.rfft2(kl, s=(fh, fw), workers=-1)]),
+            s=(fh, fw),
+            workers=-1,
+        )[:, pad + o : pad + o + hs, pad + o : pad + o + ws]
+        a, b = both[0], both[1]
+        diff = np.maximum(_box((a - b) ** 2, window) - noise_k, 0)
+        energy = np.maximum(_box(a * a + b * b, window) - noise_k, 0)
+        costs[k] = diff / (energy + 1e-7)
+        if progress is not None and k % 8 == 0:
+            progress(0.6 * (k + 1) / len(candidates), "matching DP kernels")
+    # add wider context (a slanted ground or a periodic texture is ambiguous in a small window)
+    for k in range(len(candidates)):
+        costs[k] += 0.7 * _box(costs[k], 3 * window)
+    best = costs.argmin(axis=0)
+    rows, cols = np.indices(best.shape)
+    c0 = costs[best, rows, cols]
+    cm = costs[np.clip(best - 1, 0, len(candidates) - 1), rows, cols]
+    cp = costs[np.clip(best + 1, 0, len(candidates) - 1), rows, cols]
+    denom = cm - 2 * c0 + cp
+    offset = np.where(denom > 1e-9, 0.5 * (cm - cp) / np.maximum(denom, 1e-9), 0.0)
+    coc = candidates[best] + 0.5 * np.clip(offset, -0.5, 0.5)
+    # confidence: a deep minimum, clearly better than the best one elsewhere (periodic textures
+    # have several), in a textured window
+    far = np.abs(np.arange(len(candidates))[:, None, None] - best[None]) > 3
+    second = np.where(far, costs, np.inf).min(axis=0)
+    second = np.where(np.isfinite(second), second, c0)
+    typical = np.median(costs, axis=0)
+    texture = _box(bl * bl + br * br, window)
+    tex_level = np.percentile(texture, 60) + 1e-9
+    distinct = np.clip((second - c0) / (second + 1e-6), 0, 1)
+    depth = np.clip((typical - c0) / (typical + 1e-6), 0, 1)
+    conf = np.sqrt(distinct * depth) * np.clip(texture / tex_level, 0, 1)
+    conf = conf.astype(np.float32)
+    filled = _fill_low_confidence(coc.astype(np.float32), conf)
+    guide = gl / (gl.max() + 1e-6)
+    smooth = guided_filter(guide, filled, r=max(2, window // 2), eps=1e-4)
+    coc_small = np.where(conf > 0.5, 0.5 * (coc + smooth), smooth).astype(np.float32)
+    coc_small = guided_filter(guide, coc_small, r=2, eps=1e-4)
+    if progress is not None:
+        progress(0.65, "propagating disparity")
+    coc_full = _resize(coc_small * scale, w, h, False) if scale > 1 else coc_small
+    conf_full = _resize(conf, w, h, False) if scale > 1 else conf
+    return coc_full.astype(np.float32), np.clip(conf_full, 0, 1).astype(np.float32)
+
+
+def kernel_bank(psf: PSFModel, max_abs_coc: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bank of DP kernels at quantised signed CoC: ``(cocs, left kernels, right kernels)``."""
+    cocs = coc_bin_centres(max(max_abs_coc, 0.5), step=0.75, relative_step=0.1)
+    pairs = [psf.kernels(float(c)) for c in cocs]
+    size = max(k[0].shape[0] for k in pairs)
+
+    def pad(k: np.ndarray) -> np.ndarray:
+        p = (size - k.shape[0]) // 2
+        return np.pad(k, p)
+
+    return cocs, np.stack([pad(k[0]) for k in pairs]), np.stack([pad(k[1]) for k in pairs])
+
+
+def _noise_sigma(img: np.ndarray) -> float:
+    """Robust noise estimate (median absolute deviation of a fine Laplacian)."""
+    g = _grey(img)
+    lap = g[1:-1, 1:-1] * 4 - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+    return float(np.median(np.abs(lap - np.median(lap))) * 1.4826 / np.sqrt(20))
+
+
+def _local_extreme(img: np.ndarray, r: int, op) -> np.ndarray:
+    import cv2
+
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    f = cv2.erode if op is np.minimum else cv2.dilate
+    out = f(np.ascontiguousarray(img), kernel, borderType=cv2.BORDER_REFLECT)
+    return out.reshape(img.shape)
+
+
+def periodic_pad(img: np.ndarray, pad: int, fh: int, fw: int) -> np.ndarray:
+    """Mirror-pad by ``pad``, then fill up to ``fh x fw`` with a linear blend between opposite edges.
+
+    The result wraps around without a jump, so FFT-based (circular) filtering does not ring at the
+    frame border.
+    """
+    out = np.pad(img, ((pad, pad), (pad, pad)) + ((0, 0),) * (img.ndim - 2), mode="reflect")
+
+    def blend(a: np.ndarray, axis: int, total: int) -> np.ndarray:
+        extra = total - a.shape[axis]
+        if extra <= 0:
+            return a
+        first = np.take(a, [0], axis=axis)
+        last = np.take(a, [-1], axis=axis)
+        t = (np.arange(1, extra + 1, dtype=np.float32) / (extra + 1)).reshape([-1 if i == axis else 1 for i in range(a.ndim)])
+        return np.concatenate([a, last + (first - last) * t], axis=axis)
+
+    return blend(blend(out, 0, fh), 1, fw).astype(np.float32)
+
+
+def bank_weights(coc: np.ndarray, cocs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel: lower bank index, upper index, and the weight of the upper one (linear)."""
+    c = np.clip(coc, cocs[0], cocs[-1])
+    hi = np.clip(np.searchsorted(cocs, c), 1, len(cocs) - 1)
+    lo = hi - 1
+    t = ((c - cocs[lo]) / (cocs[hi] - cocs[lo])).astype(np.float32)
+    return lo, hi, t
+
+
+def deconvolve_aif(
+    combined: np.ndarray,
+    coc: np.ndarray,
+    cocs: np.ndarray,
+    kernels_left: np.ndarray,
+    kernels_right: np.ndarray,
+    *,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Spatially varying deconvolution of the ordinary photo, blended by the per-pixel bank weights."""
+    lin = srgb_to_linear(combined)
+    rgb = lin if lin.ndim == 3 else lin[..., None]
+    h, w, ch = rgb.shape
+    sigma = max(_noise_sigma(combined), 1e-3)
+    lam = float(np.clip(30 * sigma**2, LAMBDA_MIN, 5e-2))
+    size = kernels_left.shape[1]
+    pad = size // 2 + 8
+    fh = scipy.fft.next_fast_len(h + 2 * pad, real=True)
+    fw = scipy.fft.next_fast_len(w + 2 * pad, real=True)
+    padded = periodic_pad(rgb, pad, fh, fw)
+    spec = scipy.fft.rfft2(padded.transpose(2, 0, 1), workers=-1)
+    # gradient prior |D_x|^2 + |D_y|^2 on the FFT grid
+    wy = 2 * np.pi * np.fft.fftfreq(fh)[:, None]
+    wx = 2 * np.pi * np.fft.rfftfreq(fw)[None, :]
+    grad2 = (2 - 2 * np.cos(wy)) + (2 - 2 * np.cos(wx))
+    lo, hi, t = bank_weights(coc, cocs)
+    used = np.unique(np.concatenate([lo[t < 1].ravel(), hi[t > 0].ravel()]))
+    out = np.zeros((h, w, ch), np.float32)
+    for n, k in enumerate(used):
+        kernel = (kernels_left[k] + kernels_right[k]) / 2
+        weight = np.where(lo == k, 1 - t, 0) + np.where(hi == k, t, 0)
+        if not weight.any():
+            continue
+        kpad = np.zeros((fh, fw), np.float32)
+        kpad[:size, :size] = kernel
+        kpad = np.roll(kpad, (-(size // 2), -(size // 2)), axis=(0, 1))
+        kf = scipy.fft.rfft2(kpad, workers=-1)
+        filt = np.conj(kf) / (np.abs(kf) ** 2 + lam * grad2)
+        est = scipy.fft.irfft2(spec * filt, s=(fh, fw), workers=-1)[:, pad : pad + h, pad : pad + w].transpose(1, 2, 0)
+        # de-ringing: a sharp pixel cannot leave the range of the blurred values its kernel covers
+        r = max(1, int(np.ceil(abs(float(cocs[k])))))
+        est = np.clip(est, _local_extreme(rgb, r, np.minimum), _local_extreme(rgb, r, np.maximum))
+        out += weight[..., None] * est
+        if progress is not None:
+            progress(0.7 + 0.3 * (n + 1) / len(used), "deconvolving")
+    aif = linear_to_srgb(np.clip(out, 0, 1))
+    return aif if combined.ndim == 3 else aif[..., 0]
+
+
+@register_backend("classical")
+def classical_backend(
+    pair: DPPair,
+    *,
+    psf: PSFModel | None = None,
+    max_coc: float = 24.0,
+    work_size: int = 720,
+    progress: Progress | None = None,
+    tile: int | None = None,
+) -> Analysis:
+    """Training-free analysis (see the module docstring). ``tile`` is accepted for CLI parity; the
+    classical backend works on the whole image at a reduced scale and needs no tiling."""
+    psf = psf or DPPSF()
+    timings = {}
+    t = time.perf_counter()
+    coc, confidence = estimate_disparity(pair.left, pair.right, psf, max_coc=max_coc, work_size=work_size, progress=progress)
+    timings["disparity_s"] = time.perf_counter() - t
+    J = psf.coc_per_disparity
+    t = time.perf_counter()
+    cocs, bank_l, bank_r = kernel_bank(psf, max(float(np.abs(coc).max()), 1.0))
+    kernel_index = nearest_bin(coc, cocs).astype(np.uint16)
+    combined = pair.combined if pair.combined is not None else (pair.left + pair.right) / 2
+    aif = deconvolve_aif(combined, coc, cocs, bank_l, bank_r, progress=progress)
+    timings["aif_s"] = time.perf_counter() - t
+    return Analysis(
+        disparity=(coc / J).astype(np.float32),
+        confidence=confidence,
+        coc=coc,
+        kernel_index=kernel_index,
+        kernel_cocs=cocs,
+        kernels_left=bank_l,
+        kernels_right=bank_r,
+        aif=aif.astype(np.float32),
+        coc_per_disparity=J,
+        backend="classical",
+        meta={"timings": timings, "options": {"max_coc": max_coc, "work_size": work_size, "psf": repr(psf)}},
+    )

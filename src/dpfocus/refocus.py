@@ -1,0 +1,173 @@
+"""Refocusing: focus target -> ``d_trg`` -> target CoC -> rendered image (preview or full quality).
+
+Physics (DESIGN.md): ``C' = strength * J * (D - d_trg)``, ``d_trg`` the mean disparity over the
+target region. With strength 1 the result is what the same camera would have recorded had it
+focused on the target. A focus tolerance keeps a disparity band around ``d_trg`` sharp.
+
+* :func:`render_refocus` (full quality): the layered renderer of :mod:`dpfocus.optics` (back to
+  front, premultiplied, linear light) applied to the all-in-focus image with the analysis's own
+  kernel bank.
+* :class:`RefocusPreview` (live): prepared once per analysis (a stack of the all-in-focus image
+  blurred at a ladder of radii, at reduced resolution); each update only picks and interpolates
+  two stack levels per pixel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .analysis import Analysis
+from .optics import CalibratedPSF, Layer, PSFModel, fft_convolve, linear_to_srgb, render_layers, srgb_to_linear
+
+__all__ = ["FocusError", "focus_disparity", "target_coc", "analysis_psf", "render_refocus", "RefocusPreview", "point_mask", "box_mask"]
+
+POINT_RADIUS = 6  # px: a click selects a small disk
+
+
+class FocusError(ValueError):
+    """A focus target that cannot be used (wrong size, empty, outside the image)."""
+
+
+def point_mask(shape: tuple[int, int], x: float, y: float, radius: int = POINT_RADIUS) -> np.ndarray:
+    h, w = shape
+    if not (0 <= x < w and 0 <= y < h):
+        raise FocusError(f"point ({x:g}, {y:g}) lies outside the {w}x{h} image; use 0 <= X < {w}, 0 <= Y < {h}")
+    yy, xx = np.ogrid[:h, :w]
+    return (yy - y) ** 2 + (xx - x) ** 2 <= radius**2
+
+
+def box_mask(shape: tuple[int, int], x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    h, w = shape
+    xa, xb = sorted((x0, x1))
+    ya, yb = sorted((y0, y1))
+    xa, xb, ya, yb = max(xa, 0), min(xb, w), max(ya, 0), min(yb, h)
+    if xb - xa < 1 or yb - ya < 1:
+        raise FocusError(f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) covers no pixel of the {w}x{h} image")
+    m = np.zeros(shape, bool)
+    m[int(ya) : int(np.ceil(yb)), int(xa) : int(np.ceil(xb))] = True
+    return m
+
+
+def focus_disparity(
+    analysis: Analysis,
+    *,
+    mask: np.ndarray | None = None,
+    point: tuple[float, float] | None = None,
+    box: tuple[float, float, float, float] | None = None,
+    d_trg: float | None = None,
+) -> float:
+    """``d_trg``: the mean disparity over the target (exactly one of mask, point, box, d_trg)."""
+    given = [v is not None for v in (mask, point, box, d_trg)]
+    if sum(given) != 1:
+        raise FocusError("give exactly one focus target: a mask, a point, a box, or a disparity")
+    if d_trg is not None:
+        if not np.isfinite(d_trg):
+            raise FocusError("the target disparity must be a finite number")
+        return float(d_trg)
+    if point is not None:
+        mask = point_mask(analysis.shape, *point)
+    elif box is not None:
+        mask = box_mask(analysis.shape, *box)
+    mask = np.asarray(mask)
+    if mask.ndim == 3:
+        mask = mask.any(axis=2)
+    if mask.shape != analysis.shape:
+        raise FocusError(
+            f"the mask is {mask.shape[1]}x{mask.shape[0]} but the image is {analysis.shape[1]}x{analysis.shape[0]}; "
+            "draw it on the same pair (or resize it)"
+        )
+    mask = mask > 0
+    if not mask.any():
+        raise FocusError("the focus mask is empty; paint or select the region to bring into focus")
+    return float(analysis.disparity[mask].mean())
+
+
+def target_coc(analysis: Analysis, d_trg: float, strength: float = 1.0, tolerance: float = 0.0) -> np.ndarray:
+    """Signed target CoC ``strength * J * (D - d_trg)``, with a sharp band of +-tolerance (px disparity)."""
+    if strength < 0:
+        raise FocusError("strength must be >= 0 (0 = all in focus, 1 = the captured aperture)")
+    delta = analysis.disparity - np.float32(d_trg)
+    if tolerance > 0:
+        delta = np.sign(delta) * np.maximum(np.abs(delta) - np.float32(tolerance), 0)
+    return (np.float32(strength * analysis.coc_per_disparity) * delta).astype(np.float32)
+
+
+def analysis_psf(analysis: Analysis) -> PSFModel:
+    """The analysis's kernel bank as a PSF model (so refocusing uses the kernels the backend found)."""
+    cached = analysis.meta.get("_psf")
+    if cached is None:
+        cached = CalibratedPSF(analysis.kernel_cocs.tolist(), list(analysis.kernels_left), list(analysis.kernels_right))
+        analysis.meta["_psf"] = cached
+    return cached
+
+
+def render_refocus(analysis: Analysis, d_trg: float, strength: float = 1.0, tolerance: float = 0.0) -> np.ndarray:
+    """Full-quality refocused image (display-encoded, same shape as the input views)."""
+    coc = target_coc(analysis, d_trg, strength, tolerance)
+    aif = analysis.aif
+    lin = srgb_to_linear(aif if aif.ndim == 3 else aif[..., None])
+    out = render_layers([Layer(lin, np.ones(coc.shape, np.float32), coc)], analysis_psf(analysis), views=("combined",), fast=True)
+    img = linear_to_srgb(out["combined"])
+    return img if aif.ndim == 3 else img[..., 0]
+
+
+class RefocusPreview:
+    """Live refocus: per update, two lookups in a precomputed blur stack and one interpolation.
+
+    Parameters
+    ----------
+    analysis : Analysis
+    scale : int
+        Preview resolution divisor (2: a quarter of the pixels). The image is shown scaled back up.
+    """
+
+    def __init__(self, analysis: Analysis, scale: int = 2) -> None:
+        import cv2
+
+        self.analysis = analysis
+        self.scale = max(1, int(scale))
+        h, w = analysis.shape
+        self.shape = (h // self.scale, w // self.scale)
+        hs, ws = self.shape
+        aif = analysis.aif if analysis.aif.ndim == 3 else analysis.aif[..., None]
+        lin = srgb_to_linear(cv2.resize(aif, (ws, hs), interpolation=cv2.INTER_AREA).reshape(hs, ws, -1))
+        self.disparity = cv2.resize(analysis.disparity, (ws, hs), interpolation=cv2.INTER_AREA)
+        max_r = float(max(np.abs(analysis.kernel_cocs).max(), 1.0)) * 2 / self.scale
+        radii = [0.0]
+        while radii[-1] < max_r:
+            radii.append(radii[-1] + max(0.5, 0.25 * radii[-1]))
+        self.radii = np.array(radii, np.float32)  # in preview pixels
+        psf = analysis_psf(analysis)
+        planes = lin.transpose(2, 0, 1)
+        stack = [planes.transpose(1, 2, 0)]
+        pad = 8
+        for r in self.radii[1:]:
+            k = psf.combined_kernel(float(r) * self.scale)
+            if self.scale > 1:  # the kernel at preview resolution
+                size = max(3, int(2 * np.ceil(r) + 1) | 1)
+                k = cv2.resize(k, (size, size), interpolation=cv2.INTER_AREA)
+                k = k / k.sum()
+            p = max(pad, k.shape[0])
+            padded = np.pad(planes, ((0, 0), (p, p), (p, p)), mode="reflect")
+            stack.append(fft_convolve(padded, [k])[0][:, p:-p, p:-p].transpose(1, 2, 0))
+        self.stack = np.stack([linear_to_srgb(s) for s in stack]).reshape(len(stack), hs * ws, -1)
+        self._pixels = np.arange(hs * ws)
+        self._out = np.empty((hs * ws, self.stack.shape[2]), np.float32)
+
+    def render(self, d_trg: float, strength: float = 1.0, tolerance: float = 0.0) -> np.ndarray:
+        """The refocused preview (display-encoded, ``H/scale x W/scale``)."""
+        delta = np.abs(self.disparity - np.float32(d_trg))
+        if tolerance > 0:
+            delta = np.maximum(delta - np.float32(tolerance), 0)
+        radius = (delta * np.float32(abs(strength) * self.analysis.coc_per_disparity / self.scale)).ravel()
+        pos = np.interp(radius, self.radii, np.arange(len(self.radii), dtype=np.float32)).astype(np.float32)
+        lo = np.minimum(pos.astype(np.int64), len(self.radii) - 2) if len(self.radii) > 1 else np.zeros_like(pos, np.int64)
+        t = (pos - lo)[:, None]
+        flat = self.stack.reshape(-1, self.stack.shape[2])
+        a = flat[lo * self._pixels.size + self._pixels]
+        b = flat[(lo + 1) * self._pixels.size + self._pixels] if len(self.radii) > 1 else a
+        np.subtract(b, a, out=self._out)
+        np.multiply(self._out, t, out=self._out)
+        np.add(self._out, a, out=self._out)
+        img = self._out.reshape(*self.shape, -1)
+        return img if self.analysis.aif.ndim == 3 else img[..., 0]
