@@ -24,11 +24,15 @@ import scipy.fft
 
 from .analysis import Analysis, register_backend
 from .io import DPPair
-from .optics import DPPSF, PSFModel, coc_bin_centres, linear_to_srgb, nearest_bin, srgb_to_linear
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bounding_box, coc_bin_centres, linear_to_srgb, nearest_bin, srgb_to_linear
 
 __all__ = ["classical_backend", "estimate_disparity", "deconvolve_aif", "kernel_bank", "guided_filter"]
 
 Progress = Callable[[float, str], None]
+
+#: semi-global matching penalties (cost units: normalised DP residual, about 0..1 per pixel)
+SGM_P1 = 0.03
+SGM_P2 = 0.25
 
 #: smallest Wiener regularisation (gradient prior weight), for nearly noise-free input
 LAMBDA_MIN = 1e-2
@@ -63,8 +67,11 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> np.
 
 def equalise_gain(left: np.ndarray, right: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """Remove the smooth left/right gain difference (opposite vignetting of the two photodiodes)."""
-    ratio = (_gauss(left, sigma) + 1e-3) / (_gauss(right, sigma) + 1e-3)
-    root = np.sqrt(np.clip(ratio, 0.25, 4.0))
+    h, w = left.shape
+    f = max(1, int(sigma // 8))  # the gain is smooth: estimate it at reduced resolution
+    small = [_resize(v, max(w // f, 1), max(h // f, 1), True) for v in (left, right)]
+    ratio = (_gauss(small[0], sigma / f) + 1e-3) / (_gauss(small[1], sigma / f) + 1e-3)
+    root = _resize(np.sqrt(np.clip(ratio, 0.25, 4.0)).astype(np.float32), w, h, False)
     return left / root, right * root
 
 
@@ -72,6 +79,45 @@ def _resize(img: np.ndarray, w: int, h: int, area: bool) -> np.ndarray:
     import cv2
 
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
+
+
+def semi_global(costs: np.ndarray, guide: np.ndarray, p1: float, p2: float) -> np.ndarray:
+    """Semi-global aggregation (Hirschmueller) of a ``K x H x W`` cost volume along 4 directions.
+
+    Each path adds ``p1`` for a one-candidate step and ``p2`` (lowered across image edges, where
+    depth may jump) for larger steps, so textureless and periodic areas take the value their
+    surroundings support instead of a noisy minimum.
+    """
+    k, h, w = costs.shape
+    gy = np.abs(np.diff(guide, axis=0, prepend=guide[:1]))
+    gx = np.abs(np.diff(guide, axis=1, prepend=guide[:, :1]))
+    edge_scale = 1.0 / (0.02 + float(np.median(gx + gy)) + 1e-6)
+    p2x = (p2 / (1.0 + edge_scale * gx)).astype(np.float32)
+    p2y = (p2 / (1.0 + edge_scale * gy)).astype(np.float32)
+    total = np.zeros_like(costs)
+    big = np.float32(1e9)
+
+    def sweep(c: np.ndarray, pen2: np.ndarray) -> np.ndarray:
+        # c: K x N x T (paths of length T along the last axis), pen2: N x T
+        out = np.empty_like(c)
+        prev = c[:, :, 0].copy()
+        out[:, :, 0] = prev
+        pad = np.full((1, c.shape[1]), big, np.float32)
+        for t in range(1, c.shape[2]):
+            m = prev.min(axis=0)
+            up = np.concatenate([prev[1:], pad], 0)
+            down = np.concatenate([pad, prev[:-1]], 0)
+            best = np.minimum(np.minimum(prev, np.minimum(up, down) + p1), (m + pen2[:, t])[None])
+            prev = c[:, :, t] + best - m[None]
+            out[:, :, t] = prev
+        return out
+
+    total += sweep(costs, p2x)
+    total += sweep(costs[:, :, ::-1], p2x[:, ::-1])[:, :, ::-1]
+    ct = costs.transpose(0, 2, 1)
+    total += sweep(ct, p2y.T).transpose(0, 2, 1)
+    total += sweep(ct[:, :, ::-1], p2y.T[:, ::-1])[:, :, ::-1].transpose(0, 2, 1)
+    return total / 4
 
 
 def _fill_low_confidence(d: np.ndarray, conf: np.ndarray, levels: int = 6) -> np.ndarray:
@@ -157,9 +203,8 @@ def estimate_disparity(
         costs[k] = diff / (energy + 1e-7)
         if progress is not None and k % 8 == 0:
             progress(0.6 * (k + 1) / len(candidates), "matching DP kernels")
-    # add wider context (a slanted ground or a periodic texture is ambiguous in a small window)
-    for k in range(len(candidates)):
-        costs[k] += 0.7 * _box(costs[k], 3 * window)
+    guide = gl / (gl.max() + 1e-6)
+    costs = semi_global(costs, np.sqrt(guide), p1=SGM_P1, p2=SGM_P2)
     best = costs.argmin(axis=0)
     rows, cols = np.indices(best.shape)
     c0 = costs[best, rows, cols]
@@ -181,7 +226,6 @@ def estimate_disparity(
     conf = np.sqrt(distinct * depth) * np.clip(texture / tex_level, 0, 1)
     conf = conf.astype(np.float32)
     filled = _fill_low_confidence(coc.astype(np.float32), conf)
-    guide = gl / (gl.max() + 1e-6)
     smooth = guided_filter(guide, filled, r=max(2, window // 2), eps=1e-4)
     coc_small = np.where(conf > 0.5, 0.5 * (coc + smooth), smooth).astype(np.float32)
     coc_small = guided_filter(guide, coc_small, r=2, eps=1e-4)
@@ -194,7 +238,7 @@ def estimate_disparity(
 
 def kernel_bank(psf: PSFModel, max_abs_coc: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bank of DP kernels at quantised signed CoC: ``(cocs, left kernels, right kernels)``."""
-    cocs = coc_bin_centres(max(max_abs_coc, 0.5), step=0.75, relative_step=0.1)
+    cocs = coc_bin_centres(max(max_abs_coc, 0.5), step=BANK_STEP, relative_step=BANK_RELATIVE_STEP)
     pairs = [psf.kernels(float(c)) for c in cocs]
     size = max(k[0].shape[0] for k in pairs)
 
@@ -215,7 +259,7 @@ def _noise_sigma(img: np.ndarray) -> float:
 def _local_extreme(img: np.ndarray, r: int, op) -> np.ndarray:
     import cv2
 
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    kernel = np.ones((2 * r + 1, 2 * r + 1), np.uint8)  # square: constant cost per pixel in OpenCV
     f = cv2.erode if op is np.minimum else cv2.dilate
     out = f(np.ascontiguousarray(img), kernel, borderType=cv2.BORDER_REFLECT)
     return out.reshape(img.shape)
@@ -280,9 +324,11 @@ def deconvolve_aif(
     out = np.zeros((h, w, ch), np.float32)
     for n, k in enumerate(used):
         kernel = (kernels_left[k] + kernels_right[k]) / 2
-        weight = np.where(lo == k, 1 - t, 0) + np.where(hi == k, t, 0)
-        if not weight.any():
+        box = bounding_box((lo == k) & (t < 1) | (hi == k) & (t > 0))
+        if box is None:
             continue
+        lo_b, hi_b, t_b = lo[box], hi[box], t[box]
+        weight = np.where(lo_b == k, 1 - t_b, 0) + np.where(hi_b == k, t_b, 0)
         kpad = np.zeros((fh, fw), np.float32)
         kpad[:size, :size] = kernel
         kpad = np.roll(kpad, (-(size // 2), -(size // 2)), axis=(0, 1))
@@ -291,8 +337,12 @@ def deconvolve_aif(
         est = scipy.fft.irfft2(spec * filt, s=(fh, fw), workers=-1)[:, pad : pad + h, pad : pad + w].transpose(1, 2, 0)
         # de-ringing: a sharp pixel cannot leave the range of the blurred values its kernel covers
         r = max(1, int(np.ceil(abs(float(cocs[k])))))
-        est = np.clip(est, _local_extreme(rgb, r, np.minimum), _local_extreme(rgb, r, np.maximum))
-        out += weight[..., None] * est
+        ys, xs = box
+        grown = (slice(max(ys.start - r, 0), min(ys.stop + r, h)), slice(max(xs.start - r, 0), min(xs.stop + r, w)))
+        inner = (slice(ys.start - grown[0].start, ys.stop - grown[0].start), slice(xs.start - grown[1].start, xs.stop - grown[1].start))
+        local = rgb[grown]
+        est = np.clip(est[box], _local_extreme(local, r, np.minimum)[inner], _local_extreme(local, r, np.maximum)[inner])
+        out[box] += weight[..., None] * est
         if progress is not None:
             progress(0.7 + 0.3 * (n + 1) / len(used), "deconvolving")
     aif = linear_to_srgb(np.clip(out, 0, 1))
@@ -318,7 +368,8 @@ def classical_backend(
     timings["disparity_s"] = time.perf_counter() - t
     J = psf.coc_per_disparity
     t = time.perf_counter()
-    cocs, bank_l, bank_r = kernel_bank(psf, max(float(np.abs(coc).max()), 1.0))
+    # twice the measured range: refocusing elsewhere can need up to twice the captured blur
+    cocs, bank_l, bank_r = kernel_bank(psf, min(2 * float(np.abs(coc).max()) + 2, 2 * max_coc))
     kernel_index = nearest_bin(coc, cocs).astype(np.uint16)
     combined = pair.combined if pair.combined is not None else (pair.left + pair.right) / 2
     aif = deconvolve_aif(combined, coc, cocs, bank_l, bank_r, progress=progress)

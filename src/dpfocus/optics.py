@@ -33,6 +33,9 @@ __all__ = [
     "render_layers",
     "fft_convolve",
     "nearest_bin",
+    "bounding_box",
+    "BANK_STEP",
+    "BANK_RELATIVE_STEP",
 ]
 
 
@@ -260,6 +263,13 @@ class CalibratedPSF(PSFModel):
         self._cocs = np.array(radii)
         self._left = np.stack([_pad_to(e[1], size) for e in entries]).astype(np.float32)
         self._right = np.stack([_pad_to(e[2], size) for e in entries]).astype(np.float32)
+        # half-size of each entry's support: returned kernels are cropped to it (a bank stored
+        # padded to its largest kernel would otherwise make every convolution as large)
+        mass = self._left + self._right
+        centre = size // 2
+        self._half = np.array(
+            [max((np.abs(np.argwhere(m > 1e-7 * m.max()) - centre).max() if m.max() > 0 else 0), 0) for m in mass]
+        )
         self._J = None
 
     @property
@@ -274,15 +284,24 @@ class CalibratedPSF(PSFModel):
     def kernels(self, coc: float) -> tuple[np.ndarray, np.ndarray]:
         c = float(np.clip(coc, self._cocs[0], self._cocs[-1]))
         i = int(np.searchsorted(self._cocs, c))
+        centre = self._left.shape[1] // 2
         if i == 0 or self._cocs[i] == c:
-            return self._left[i], self._right[i]
+            crop = slice(centre - self._half[i], centre + self._half[i] + 1)
+            return self._left[i][crop, crop], self._right[i][crop, crop]
+        half = max(self._half[i - 1], self._half[i])
+        crop = slice(centre - half, centre + half + 1)
         t = (c - self._cocs[i - 1]) / (self._cocs[i] - self._cocs[i - 1])
-        kl = (1 - t) * self._left[i - 1] + t * self._left[i]
-        kr = (1 - t) * self._right[i - 1] + t * self._right[i]
+        kl = (1 - t) * self._left[i - 1][crop, crop] + t * self._left[i][crop, crop]
+        kr = (1 - t) * self._right[i - 1][crop, crop] + t * self._right[i][crop, crop]
         return kl.astype(np.float32), kr.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- rendering
+
+
+#: default kernel-bank spacing: BANK_STEP px near focus, BANK_RELATIVE_STEP of the radius further out
+BANK_STEP = 1.0
+BANK_RELATIVE_STEP = 0.12
 
 
 def coc_bin_centres(max_abs_coc: float, step: float = 0.5, relative_step: float = 0.07) -> np.ndarray:
@@ -344,7 +363,9 @@ def nearest_bin(values: np.ndarray, bins: np.ndarray) -> np.ndarray:
     return np.where(values - bins[lo] <= bins[hi] - values, lo, hi) if len(bins) > 1 else np.zeros_like(values, np.int64)
 
 
-def _bbox(mask: np.ndarray, pad: int, shape: tuple[int, int]) -> tuple[slice, slice] | None:
+def bounding_box(mask: np.ndarray, pad: int = 0, shape: tuple[int, int] | None = None) -> tuple[slice, slice] | None:
+    """Slices of the rows/columns where ``mask`` is true, grown by ``pad`` within ``shape``; None if empty."""
+    shape = shape or mask.shape
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return None
@@ -398,7 +419,7 @@ def render_layers(
     bins : array, optional
         Signed CoC bin centres; by default :func:`coc_bin_centres` over the scene's range.
     fast : bool
-        Blur bins with radius >= 8 px at reduced resolution (factor ``radius // 4``, at most 4):
+        Blur bins with radius >= 6 px at reduced resolution (factor ``radius // 3``, at most 4):
         their result is smooth, so this costs little accuracy and saves most of the time.
 
     Returns
@@ -422,7 +443,7 @@ def render_layers(
     prepared = []  # (layer bounding box, colour, alpha, bin index map or scalar, bins present)
     for layer in layers:
         alpha_full = np.asarray(layer.alpha, np.float32)
-        found = _bbox(alpha_full > 0, 0, (h, w))
+        found = bounding_box(alpha_full > 0, 0, (h, w))
         if found is None:
             continue
         (y0, y1), (x0, x1) = (found[0].start, found[0].stop), (found[1].start, found[1].stop)
@@ -454,8 +475,15 @@ def render_layers(
         kernel_of = {"left": kl, "right": kr, "combined": (kl + kr) / 2}
         radius = kl.shape[0] // 2
         for layer_box, colour, alpha, idx, _ in users:
-            cover = alpha if idx.ndim == 0 else alpha * (idx <= b)
-            local = _bbox(cover > 0, radius, cover.shape)
+            if idx.ndim and fast:
+                # only the bin's own pixels and what its blur reaches change the picture materially;
+                # nearer content further away is redrawn by its own bins
+                near = bounding_box(idx == b, 2 * radius + 1, idx.shape)
+                cover = np.zeros_like(alpha)
+                cover[near] = alpha[near] * (idx[near] <= b)
+            else:
+                cover = alpha if idx.ndim == 0 else alpha * (idx <= b)
+            local = bounding_box(cover > 0, radius, cover.shape)
             if local is None:
                 continue
             a = cover[local]
@@ -468,7 +496,7 @@ def render_layers(
             gx1 = min(x0 + a.shape[1] + radius, wp)
             stack = np.pad(stack, ((0, 0), (y0 - gy0, gy1 - y0 - a.shape[0]), (x0 - gx0, gx1 - x0 - a.shape[1])))
             blur_radius = abs(float(bins[b]))  # not the kernel's array size: a bank pads every kernel
-            factor = min(4, int(blur_radius // 4)) if fast and blur_radius >= 8 else 1
+            factor = min(4, int(blur_radius // 3)) if fast and blur_radius >= 6 else 1
             if factor > 1:
                 blurred = _blur_reduced(stack, psf, float(bins[b]), views, factor)
             else:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .analysis import Analysis
-from .optics import CalibratedPSF, Layer, PSFModel, fft_convolve, linear_to_srgb, render_layers, srgb_to_linear
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, CalibratedPSF, Layer, PSFModel, coc_bin_centres, fft_convolve, linear_to_srgb, render_layers, srgb_to_linear
 
 __all__ = ["FocusError", "focus_disparity", "target_coc", "analysis_psf", "render_refocus", "RefocusPreview", "point_mask", "box_mask"]
 
@@ -106,7 +106,11 @@ def render_refocus(analysis: Analysis, d_trg: float, strength: float = 1.0, tole
     coc = target_coc(analysis, d_trg, strength, tolerance)
     aif = analysis.aif
     lin = srgb_to_linear(aif if aif.ndim == 3 else aif[..., None])
-    out = render_layers([Layer(lin, np.ones(coc.shape, np.float32), coc)], analysis_psf(analysis), views=("combined",), fast=True)
+    # depth bins with the kernel bank's spacing, over the target CoC range
+    bins = coc_bin_centres(float(np.abs(coc).max()), step=BANK_STEP, relative_step=BANK_RELATIVE_STEP)
+    out = render_layers(
+        [Layer(lin, np.ones(coc.shape, np.float32), coc)], analysis_psf(analysis), views=("combined",), bins=bins, fast=True
+    )
     img = linear_to_srgb(out["combined"])
     return img if aif.ndim == 3 else img[..., 0]
 
@@ -150,24 +154,37 @@ class RefocusPreview:
             p = max(pad, k.shape[0])
             padded = np.pad(planes, ((0, 0), (p, p), (p, p)), mode="reflect")
             stack.append(fft_convolve(padded, [k])[0][:, p:-p, p:-p].transpose(1, 2, 0))
-        self.stack = np.stack([linear_to_srgb(s) for s in stack]).reshape(len(stack), hs * ws, -1)
-        self._pixels = np.arange(hs * ws)
-        self._out = np.empty((hs * ws, self.stack.shape[2]), np.float32)
+        # display-encoded uint8 levels: a quarter of the memory traffic of float32 per lookup
+        self.stack = np.stack([np.round(linear_to_srgb(s) * 255).astype(np.uint8) for s in stack]).reshape(len(stack) * hs * ws, -1)
+        self._pixels = np.arange(hs * ws, dtype=np.int64)
+        levels = len(self.radii)
+        self._lut_step = 32.0  # table entries per preview pixel of radius
+        table = np.arange(int(self.radii[-1] * self._lut_step) + 2, dtype=np.float32) / self._lut_step
+        pos = np.interp(table, self.radii, np.arange(levels, dtype=np.float32)).astype(np.float32)
+        self._lut_lo = np.minimum(pos.astype(np.int64), max(levels - 2, 0))
+        self._lut_t = ((pos - self._lut_lo) / 255).astype(np.float32)
+        channels = self.stack.shape[1]
+        self._a = np.empty((hs * ws, channels), np.float32)
+        self._b = np.empty((hs * ws, channels), np.float32)
 
     def render(self, d_trg: float, strength: float = 1.0, tolerance: float = 0.0) -> np.ndarray:
-        """The refocused preview (display-encoded, ``H/scale x W/scale``)."""
+        """The refocused preview (display-encoded float32, ``H/scale x W/scale``)."""
+        n = self._pixels.size
         delta = np.abs(self.disparity - np.float32(d_trg))
         if tolerance > 0:
             delta = np.maximum(delta - np.float32(tolerance), 0)
-        radius = (delta * np.float32(abs(strength) * self.analysis.coc_per_disparity / self.scale)).ravel()
-        pos = np.interp(radius, self.radii, np.arange(len(self.radii), dtype=np.float32)).astype(np.float32)
-        lo = np.minimum(pos.astype(np.int64), len(self.radii) - 2) if len(self.radii) > 1 else np.zeros_like(pos, np.int64)
-        t = (pos - lo)[:, None]
-        flat = self.stack.reshape(-1, self.stack.shape[2])
-        a = flat[lo * self._pixels.size + self._pixels]
-        b = flat[(lo + 1) * self._pixels.size + self._pixels] if len(self.radii) > 1 else a
-        np.subtract(b, a, out=self._out)
-        np.multiply(self._out, t, out=self._out)
-        np.add(self._out, a, out=self._out)
-        img = self._out.reshape(*self.shape, -1)
+        # radius -> (lower stack level, blend weight) through a table indexed by quantised radius
+        quantised = (delta.ravel() * np.float32(abs(strength) * self.analysis.coc_per_disparity / self.scale * self._lut_step))
+        q = np.minimum(quantised.astype(np.int32), self._lut_lo.size - 1)
+        lo = np.take(self._lut_lo, q)
+        t = np.take(self._lut_t, q)[:, None]
+        index = lo * n + self._pixels
+        np.copyto(self._a, np.take(self.stack, index, axis=0))
+        np.copyto(self._b, np.take(self.stack, index + n if len(self.radii) > 1 else index, axis=0))
+        # a / 255 + (b - a) * t / 255
+        np.subtract(self._b, self._a, out=self._b)
+        np.multiply(self._b, t, out=self._b)
+        np.multiply(self._a, np.float32(1 / 255), out=self._a)
+        np.add(self._a, self._b, out=self._a)
+        img = self._a.reshape(*self.shape, -1).copy()
         return img if self.analysis.aif.ndim == 3 else img[..., 0]
