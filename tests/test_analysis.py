@@ -198,3 +198,23 @@ def test_cli_never_overwrites_an_input_and_rejects_missing_pairs(tmp_path, rng, 
     assert not (tmp_path / "o").exists()
     assert cli_main(["analyze", str(tmp_path / "p_L.png"), "-o", str(tmp_path / "o"), "--backend", "magic"]) == 2
     assert "unknown backend" in capsys.readouterr().err
+
+
+def test_evaluate_reports_every_figure_on_scenes_and_a_dpdd_folder(tmp_path, capsys):
+    scene = generate_scene(8, SceneConfig(height=96, width=144, with_refocus=False))
+    root = tmp_path / "dpdd"
+    save_image(root / "test_l/source/a.png", scene.left)
+    save_image(root / "test_r/source/a.png", scene.right)
+    save_image(root / "test_c/source/a.png", scene.combined)
+    save_image(root / "test_c/target/a.png", scene.aif)
+    json_path = tmp_path / "report.json"
+    assert cli_main(["evaluate", "--scenes", "1", "--size", "128", "192", "--dpdd", str(root), "--json", str(json_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("spearman", "affine_l1_px", "aif_psnr", "input_psnr", "refocus_psnr", "nothing_psnr", "renderer_gt_psnr", "analysis_s"):
+        assert f"classical_synthetic_{name}: " in out
+    assert "classical_dpdd_aif_psnr: " in out and "classical_dpdd_input_psnr: " in out
+    import json
+
+    report = json.loads(json_path.read_text())
+    assert report["classical"]["dpdd"]["pairs"][0]["pair"] == "a"
+    assert 0 <= report["classical"]["synthetic"]["spearman"] <= 1
