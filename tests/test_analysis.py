@@ -5,7 +5,7 @@ from conftest import textured
 from dpfocus.analysis import Analysis, analyze, backends, load_analysis, save_analysis
 from dpfocus.classical import kernel_bank
 from dpfocus.cli import main as cli_main
-from dpfocus.evaluate import psnr
+from dpfocus.evaluate import ground_truth_analysis, psnr
 from dpfocus.io import DPPair, read_image, save_image
 from dpfocus.optics import DPPSF, Layer, linear_to_srgb, render_layers, srgb_to_linear
 from dpfocus.refocus import FocusError, RefocusPreview, focus_disparity, render_refocus, target_coc
@@ -16,11 +16,6 @@ def plane_pair(rng, coc, h=128, w=192):
     aif = textured(rng, h, w, sigma=1.0)
     out = render_layers([Layer(srgb_to_linear(aif), np.ones((h, w), np.float32), coc)], DPPSF())
     return DPPair.from_arrays(linear_to_srgb(out["left"]), linear_to_srgb(out["right"]), name="plane"), aif
-
-
-def truth_analysis(scene) -> Analysis:
-    cocs, left, right = kernel_bank(scene.psf, float(np.abs(scene.coc).max()) * 2 + 1)
-    return Analysis(scene.disparity, np.ones_like(scene.disparity), scene.coc, np.zeros(scene.coc.shape, np.uint16), cocs, left, right, scene.aif, scene.coc_per_disparity, "truth")
 
 
 def test_classical_is_registered():
@@ -69,7 +64,7 @@ def test_kernel_weights_and_effective_kernel(rng):
 
 def test_refocus_on_the_in_focus_region_returns_the_capture():
     scene = generate_scene(4, SceneConfig(height=160, width=240, focus="on", noise_shot=(1e-7, 1e-7), noise_read=(1e-9, 1e-9), vignetting=(0, 0)))
-    truth = truth_analysis(scene)
+    truth = ground_truth_analysis(scene)
     in_focus = np.abs(scene.coc) < 0.25
     img = render_refocus(truth, focus_disparity(truth, mask=in_focus))
     assert psnr(img, scene.combined) > 30  # measured 31.7 dB: hidden content behind occluders is unknown
@@ -111,7 +106,7 @@ def test_focus_targets_and_errors(rng):
 
 def test_preview_matches_full_quality(rng):
     scene = generate_scene(6, SceneConfig(height=160, width=240))
-    truth = truth_analysis(scene)
+    truth = ground_truth_analysis(scene)
     label = max(scene.objects, key=lambda o: o["visible_pixels"])["label"]
     d = focus_disparity(truth, mask=scene.labels == label)
     full = render_refocus(truth, d)

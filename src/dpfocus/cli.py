@@ -23,7 +23,7 @@ class UsageError(Exception):
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    pair = load_pair(args.left, args.right, black_level=args.black_level, white_level=args.white_level)
+    pair = _load(args)
     info = dict(pair.metadata(), shape=list(pair.shape))
     info["has_combined"] = pair.combined is not None
     info["has_target"] = pair.target is not None
@@ -165,20 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dpfocus {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("info", help="validate a DP pair and print what was found")
-    p.add_argument("left", help="left view, either view (partner found by name), or a folder with one pair")
-    p.add_argument("right", nargs="?", help="right view, when both files are given")
-    p.add_argument("--black-level", type=float, help="raw black level (single-channel 16-bit data)")
-    p.add_argument("--white-level", type=float, help="raw white level (single-channel 16-bit data)")
-    p.set_defaults(func=_cmd_info)
-
-    def pair_args(p: argparse.ArgumentParser) -> None:
+    def pair_args(p: argparse.ArgumentParser, analysis: bool = True) -> None:
         p.add_argument("left", help="left view, either view (partner found by name), or a folder with one pair")
         p.add_argument("right", nargs="?", help="right view, when both files are given")
         p.add_argument("--black-level", type=float, help="raw black level (single-channel 16-bit data)")
         p.add_argument("--white-level", type=float, help="raw white level (single-channel 16-bit data)")
-        p.add_argument("--backend", default="classical", help="analysis backend (default: classical)")
-        p.add_argument("--tile", type=int, default=None, help="tile size for backends that tile (network)")
+        if analysis:
+            p.add_argument("--backend", default="classical", help="analysis backend (default: classical)")
+            p.add_argument("--tile", type=int, default=None, help="tile size for backends that tile (network)")
+
+    p = sub.add_parser("info", help="validate a DP pair and print what was found")
+    pair_args(p, analysis=False)
+    p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("analyze", help="disparity, CoC, kernel index and all-in-focus maps into a folder")
     pair_args(p)

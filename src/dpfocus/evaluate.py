@@ -21,7 +21,7 @@ from .io import DPPair, list_pairs, load_pair
 from .refocus import focus_disparity, render_refocus
 from .scenes import SceneConfig, generate_scene
 
-__all__ = ["HELD_OUT_SEED", "psnr", "ssim", "affine_l1", "spearman", "evaluate", "format_report"]
+__all__ = ["HELD_OUT_SEED", "ground_truth_analysis", "psnr", "ssim", "affine_l1", "spearman", "evaluate", "format_report"]
 
 HELD_OUT_SEED = 900_000  # benchmark scenes use seeds HELD_OUT_SEED + i; training and tuning never do
 MIN_OBJECT_PIXELS = 400
@@ -73,7 +73,7 @@ def _scene_rows(backend: str, n_scenes: int, size: tuple[int, int]) -> list[dict
             "analysis_s": seconds,
         }
         refocus, nothing, renderer, refocus_ssim, nothing_ssim = [], [], [], [], []
-        truth_analysis = _ground_truth_analysis(scene)
+        truth_analysis = ground_truth_analysis(scene)
         for obj in scene.objects:
             mask = scene.labels == obj["label"]
             if mask.sum() < MIN_OBJECT_PIXELS:
@@ -97,7 +97,7 @@ def _scene_rows(backend: str, n_scenes: int, size: tuple[int, int]) -> list[dict
     return rows
 
 
-def _ground_truth_analysis(scene) -> Analysis:
+def ground_truth_analysis(scene) -> Analysis:
     """An Analysis holding the scene's true AIF, disparity and PSF (checks the renderer alone)."""
     cocs, left, right = kernel_bank(scene.psf, float(np.abs(scene.coc).max()) * 2 + 1)
     return Analysis(
