@@ -17,7 +17,7 @@ import numpy as np
 from . import __version__
 from .io import DPPair, read_image, save_image, save_map
 
-__all__ = ["Analysis", "register_backend", "backends", "analyze", "save_analysis", "load_analysis", "ANALYSIS_FILES"]
+__all__ = ["Analysis", "AnalysisCancelled", "register_backend", "backends", "analyze", "analyze_steps", "save_analysis", "load_analysis", "ANALYSIS_FILES"]
 
 ANALYSIS_FILES = {
     "disparity": "disparity.tif",
@@ -151,11 +151,54 @@ def analyze(pair: DPPair, backend: str = "classical", **options) -> Analysis:
             "version": __version__,
             "pair_name": pair.name,
             "pair_id": pair.pair_id,
+            "left_path": str(pair.left_path) if pair.left_path else None,
+            "right_path": str(pair.right_path) if pair.right_path else None,
             "bit_depth": pair.bit_depth,
             "units": {"disparity": "px", "coc": "px (signed radius)", "kernel_index": "bank index"},
         }
     )
     return result
+
+
+class AnalysisCancelled(Exception):
+    """Raised inside a backend when the caller stopped listening (the user pressed Cancel)."""
+
+
+def analyze_steps(pair: DPPair, backend: str = "classical", **options):
+    """Generator form of :func:`analyze`: yields ``(fraction, message)``, returns the Analysis.
+
+    The backend runs in a helper thread and reports through its ``progress`` callback; closing the
+    generator (a cancelled worker) makes the next progress call raise :class:`AnalysisCancelled`.
+    """
+    import queue
+    import threading
+
+    updates: queue.Queue = queue.Queue()
+    cancelled = threading.Event()
+    outcome: dict = {}
+
+    def progress(fraction: float, message: str) -> None:
+        if cancelled.is_set():
+            raise AnalysisCancelled()
+        updates.put((float(fraction), message))
+
+    def run() -> None:
+        try:
+            outcome["analysis"] = analyze(pair, backend=backend, progress=progress, **options)
+        except BaseException as exc:  # handed to the consumer below
+            outcome["error"] = exc
+        finally:
+            updates.put(None)
+
+    threading.Thread(target=run, name="dpfocus-analysis", daemon=True).start()
+    try:
+        while (item := updates.get()) is not None:
+            yield item
+    finally:
+        cancelled.set()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["analysis"]
 
 
 def save_analysis(analysis: Analysis, folder: str | Path, bit_depth: int | None = None) -> dict[str, Path]:
@@ -174,7 +217,8 @@ def save_analysis(analysis: Analysis, folder: str | Path, bit_depth: int | None 
     kernels_path = folder / ANALYSIS_FILES["kernels"]
     np.savez_compressed(kernels_path, cocs=analysis.kernel_cocs, left=analysis.kernels_left, right=analysis.kernels_right)
     out["kernels"] = kernels_path
-    record = dict(analysis.meta, backend=analysis.backend, J=analysis.coc_per_disparity, files=ANALYSIS_FILES, aif_bit_depth=bits)
+    public = {k: v for k, v in analysis.meta.items() if not k.startswith("_")}  # "_..." are in-memory caches
+    record = dict(public, backend=analysis.backend, J=analysis.coc_per_disparity, files=ANALYSIS_FILES, aif_bit_depth=bits)
     record_path = folder / ANALYSIS_FILES["record"]
     record_path.write_text(json.dumps(record, indent=2, default=float))
     out["record"] = record_path

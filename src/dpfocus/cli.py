@@ -72,13 +72,57 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sam_model(args: argparse.Namespace):
+    """SAM from --sam, else DPFOCUS_SAM_CHECKPOINT (a bad env checkpoint: a note, then no SAM)."""
+    from .prompts import configured_sam, load_sam
+
+    if args.sam:
+        return load_sam(args.sam)
+    found = configured_sam()
+    if found.model is None and found.message:
+        print(f"dpfocus {args.command}: note: {found.message}", file=sys.stderr)
+    return found.model
+
+
+def _clip_model(args: argparse.Namespace):
+    """CLIP from --clip, else DPFOCUS_CLIP_CHECKPOINT (a bad env checkpoint: a note, then no CLIP)."""
+    import os
+
+    from .prompts import CLIP_MODEL_ENV, configured_clip, load_clip
+
+    if args.clip:
+        return load_clip(args.clip, args.clip_model or os.environ.get(CLIP_MODEL_ENV) or None)
+    found = configured_clip()
+    if found.model is None and found.message:
+        print(f"dpfocus {args.command}: note: {found.message}", file=sys.stderr)
+    return found.model
+
+
+def _resolve_prompt_target(target: dict, analysis) -> dict:
+    """Targets that need the analysis (text; points and boxes with SAM) become a focus mask."""
+    if "prompt" not in target:
+        return target
+    from .prompts import mask_from_box, mask_from_points, mask_from_text
+
+    kind, value, sam, clip = target["prompt"]
+    if kind == "text":
+        return {"mask": mask_from_text(analysis, value, sam=sam, clip=clip)}
+    if kind == "point":
+        return {"mask": mask_from_points(analysis, [(value[1], value[0])], sam=sam)}
+    return {"mask": mask_from_box(analysis, value, sam=sam)}
+
+
 def _focus_mask_from_args(args: argparse.Namespace, pair: DPPair):
     """(kind, value) of the focus target, validated against the pair before any analysis runs."""
     from .refocus import box_mask, point_mask
 
     h, w = pair.shape[:2]
     if args.text is not None:
-        raise UsageError("text prompts need the prompts module, which is not available yet; use --mask, --point or --box")
+        if not any(c.isalnum() for c in args.text):
+            raise UsageError("--text is empty; describe the region, e.g. --text 'nearest object'")
+        clip = _clip_model(args)  # checkpoints load (and fail) before the analysis runs
+        sam = _sam_model(args) if clip is not None else None  # SAM only proposes regions for CLIP
+        return {"prompt": ("text", args.text, sam, clip)}
     if args.mask is not None:
         mask, _ = read_image(args.mask)
         mask = (mask.max(axis=2) if mask.ndim == 3 else mask) > 0.5
@@ -89,16 +133,41 @@ def _focus_mask_from_args(args: argparse.Namespace, pair: DPPair):
         return {"mask": mask}
     if args.point is not None:
         point_mask((h, w), *args.point)  # validates
-        return {"point": tuple(args.point)}
+        sam = _sam_model(args)
+        return {"prompt": ("point", tuple(args.point), sam, None)} if sam is not None else {"point": tuple(args.point)}
     if args.box is not None:
         box_mask((h, w), *args.box)
-        return {"box": tuple(args.box)}
+        sam = _sam_model(args)
+        return {"prompt": ("box", tuple(args.box), sam, None)} if sam is not None else {"box": tuple(args.box)}
     if args.disparity is not None:
         return {"d_trg": args.disparity}
-    raise UsageError("give a focus target: --mask M.png, --point X Y, --box X0 Y0 X1 Y1 or --disparity D")
+    raise UsageError("give a focus target: --mask M.png, --point X Y, --box X0 Y0 X1 Y1, --text \"...\" or --disparity D")
+
+
+def _cmd_refocus_record(args: argparse.Namespace) -> int:
+    """Re-render an exported refocus from its record (the pair given on the command line wins)."""
+    from .export import load_record
+    from .refocus import render_refocus
+
+    record = load_record(args.record)
+    if args.left is None:
+        args.left, args.right = record["pair"]["left"], record["pair"]["right"]
+    args.backend = record.get("backend") or args.backend
+    pair = _load(args)
+    out = _check_output_file(args.output, pair)
+    analysis = _analyze(pair, args)
+    img = render_refocus(analysis, float(record["d_trg"]), float(record.get("strength", 1.0)), float(record.get("tolerance", 0.0)))
+    save_image(out, img, pair.bit_depth if pair.bit_depth in (8, 16) else 16)
+    print(f"{out}: reproduced {args.record} (d_trg = {record['d_trg']:.3f} px, strength {record.get('strength', 1.0):g}, "
+          f"tolerance {record.get('tolerance', 0.0):g}, {args.backend})")
+    return 0
 
 
 def _cmd_refocus(args: argparse.Namespace) -> int:
+    if args.record is not None:
+        return _cmd_refocus_record(args)
+    if args.left is None:
+        raise UsageError("give the DP pair to refocus (LEFT [RIGHT]), or --record record.json from an export")
     from .refocus import RefocusPreview, focus_disparity, render_refocus
 
     pair = _load(args)
@@ -107,6 +176,7 @@ def _cmd_refocus(args: argparse.Namespace) -> int:
     if args.strength < 0:
         raise UsageError("--strength must be >= 0 (0 = all in focus, 1 = the captured aperture)")
     analysis = _analyze(pair, args)
+    target = _resolve_prompt_target(target, analysis)
     d_trg = focus_disparity(analysis, **target)
     if args.quality == "preview":
         import cv2
@@ -165,8 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dpfocus {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def pair_args(p: argparse.ArgumentParser, analysis: bool = True) -> None:
-        p.add_argument("left", help="left view, either view (partner found by name), or a folder with one pair")
+    def pair_args(p: argparse.ArgumentParser, analysis: bool = True, optional_pair: bool = False) -> None:
+        p.add_argument("left", nargs="?" if optional_pair else None,
+                       help="left view, either view (partner found by name), or a folder with one pair")
         p.add_argument("right", nargs="?", help="right view, when both files are given")
         p.add_argument("--black-level", type=float, help="raw black level (single-channel 16-bit data)")
         p.add_argument("--white-level", type=float, help="raw white level (single-channel 16-bit data)")
@@ -183,15 +254,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.set_defaults(func=_cmd_analyze)
 
-    p = sub.add_parser("refocus", help="refocus a DP pair on a mask, point or box")
-    pair_args(p)
+    p = sub.add_parser("refocus", help="refocus a DP pair on a mask, point, box or text, or reproduce an export")
+    pair_args(p, optional_pair=True)
+    p.add_argument("--record", help="record.json of a napari export: reproduce that image (pair, backend, target, controls)")
     p.add_argument("-o", "--output", required=True, help="output image (.png keeps the input bit depth, or .tif)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--mask", help="image whose non-zero pixels are the region to focus on")
     target.add_argument("--point", type=float, nargs=2, metavar=("X", "Y"), help="focus on the region around a pixel")
     target.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="focus on a box")
-    target.add_argument("--text", help="focus on what a phrase describes (needs the prompts module)")
+    target.add_argument("--text", help="focus on what a phrase describes: depth/position words ('nearest object', "
+                        "'background', 'left'), or free text with a CLIP model")
     target.add_argument("--disparity", type=float, help="focus at this disparity (px)")
+    p.add_argument("--sam", metavar="CKPT", help="Segment Anything checkpoint for --point/--box/--text "
+                   "(default: $DPFOCUS_SAM_CHECKPOINT; none: weight-free segmentation)")
+    p.add_argument("--clip", metavar="CKPT", help="OpenCLIP checkpoint for free-text --text (default: $DPFOCUS_CLIP_CHECKPOINT; "
+                   "needs pip install open_clip_torch)")
+    p.add_argument("--clip-model", metavar="NAME", help="OpenCLIP architecture of --clip, e.g. ViT-B-32 "
+                   "(default: $DPFOCUS_CLIP_MODEL, else matched from the weights)")
     p.add_argument("--strength", type=float, default=1.0, help="aperture scale: 1 = as captured, 0 = all in focus")
     p.add_argument("--tolerance", type=float, default=0.0, help="disparity band (px) kept sharp around the target")
     p.add_argument("--quality", choices=("preview", "full"), default="full")

@@ -95,17 +95,33 @@ def demo_results(sample: str):
 
 
 def _open_viewer_with_sample(sample: str, show: bool):
+    """A viewer with the sample, both docks, the analysis run, and a focus on the largest object."""
     import napari
 
-    from .napari._layers import analysis_layer_data, refocused_layer_data
+    from .napari._inspector import KernelInspectorWidget
+    from .napari._widgets import AnalysisWidget, FocusWidget
 
     viewer = napari.Viewer(title="napari-dpfocus demo", show=show)
     viewer.open_sample("napari-dpfocus", sample)
-    pair, analysis, d_trg, refocused = demo_results(sample)
-    for data, kwargs, kind in analysis_layer_data(analysis, pair.name) + [refocused_layer_data(refocused, pair.name, d_trg, 1.0)]:
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
-    viewer.layers[f"{pair.name} disparity"].visible = False
-    viewer.layers.selection.active = viewer.layers[f"{pair.name} refocused"]
+    analysis_dock = AnalysisWidget(viewer)
+    focus_dock = FocusWidget(viewer)
+    inspector_dock = KernelInspectorWidget(viewer)
+    viewer.window.add_dock_widget(analysis_dock, name="DP analysis", area="right")
+    viewer.window.add_dock_widget(focus_dock, name="DP focus", area="right")
+    viewer.window.add_dock_widget(inspector_dock, name="DP kernel inspector", area="left")
+    analysis_dock.run(blocking=True)
+    gt = load_ground_truth(sample)
+    objects = [o for o in gt["scene"]["objects"] if o["visible_pixels"] > 0]
+    target = max(objects, key=lambda o: o["visible_pixels"])
+    focus_dock._write_mask(gt["labels"] == target["label"])
+    focus_dock.render_full_now()
+    blurred = max(objects, key=lambda o: abs(o["coc"]) * (o["visible_pixels"] > 2000))  # show a real kernel
+    ys, xs = np.nonzero(gt["labels"] == blurred["label"])
+    inspector_dock.inspect_pixel(float(np.median(ys)), float(np.median(xs)))
+    for layer in viewer.layers:
+        if layer.name.endswith(("disparity", "focus mask")):
+            layer.visible = False
+    viewer.layers.selection.active = viewer.layers[f"{load_sample(sample).name} refocused"]
     return viewer
 
 
@@ -113,7 +129,11 @@ def screenshot_viewer(sample: str, path: Path) -> Path:
     """A screenshot of a real napari window with the sample loaded (needs a display)."""
     viewer = _open_viewer_with_sample(sample, show=True)
     try:
-        viewer.window._qt_window.resize(1400, 900)
+        from qtpy.QtWidgets import QApplication
+
+        viewer.window._qt_window.resize(1600, 950)
+        for _ in range(5):  # let Qt lay out the docks before grabbing the window
+            QApplication.processEvents()
         viewer.reset_view()
         img = viewer.screenshot(canvas_only=False, flash=False)
     finally:

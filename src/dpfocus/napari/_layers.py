@@ -52,8 +52,9 @@ def analysis_layer_data(analysis, stem: str) -> list[tuple[Any, dict, str]]:
     base = {"pair_id": analysis.meta.get("pair_id"), "backend": analysis.backend, "J": analysis.coc_per_disparity}
     limit_d = float(max(np.abs(analysis.disparity).max(), 1e-3))
     limit_c = float(max(np.abs(analysis.coc).max(), 1e-3))
-    features = {
-        "index": np.arange(len(analysis.kernel_cocs)),
+    features = {  # napari maps label values through "index"; label = kernel index + 1 (0 = none)
+        "index": np.arange(len(analysis.kernel_cocs)) + 1,
+        "kernel_index": np.arange(len(analysis.kernel_cocs)),
         "coc_px": analysis.kernel_cocs,
         "radius_px": np.abs(analysis.kernel_cocs),
         "side": np.where(analysis.kernel_cocs > 0, "behind focus", np.where(analysis.kernel_cocs < 0, "in front", "in focus")),

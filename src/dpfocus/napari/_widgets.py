@@ -1,0 +1,722 @@
+"""The analysis and focus docks: thin wiring of napari layers and controls to the Qt-free core."""
+
+from __future__ import annotations
+
+import atexit
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from psygnal import Signal
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QLabeledDoubleSlider
+
+from ..analysis import Analysis, analyze_steps, backends
+from ..io import DPPair, DPPairError
+from ..refocus import FocusError
+from ..session import FocusSession
+from ._layers import analysis_layer_data, layer_name, refocused_layer_data
+
+#: analyses of this napari session, by (pair id, backend): switching back is instant
+ANALYSES: dict[tuple[str, str], Analysis] = {}
+FULL_RENDER_DELAY_MS = 350
+POSITIVE_COLOR, NEGATIVE_COLOR = "yellow", "magenta"
+
+
+class _Events:
+    analysis_ready = Signal(object)  # an Analysis joined ANALYSES
+
+
+EVENTS = _Events()
+
+
+def _await_workers_at_exit() -> None:
+    # a render still running when Python shuts down would emit into deleted Qt objects
+    try:
+        from superqt.utils._qthreading import WorkerBase
+
+        WorkerBase.await_workers(msecs=30_000)
+    except Exception:
+        pass
+
+
+atexit.register(_await_workers_at_exit)
+
+
+def _notify(message: str, error: bool = True) -> None:
+    from napari.utils.notifications import show_error, show_info
+
+    (show_error if error else show_info)(f"DP Focus: {message}")
+
+
+def _info(layer) -> dict:
+    return (getattr(layer, "metadata", None) or {}).get("dpfocus", {})
+
+
+def _guarded(widget: QWidget):
+    """A flag that turns False when the Qt side of ``widget`` is deleted (late worker results)."""
+    alive = [True]
+    widget.destroyed.connect(lambda *_: alive.__setitem__(0, False))
+    return alive
+
+
+def upsert_layer(viewer, data: Any, kwargs: dict, kind: str, pair_id: str | None):
+    """Update our own layer of that name in place, or add it. Layers the user made are never touched."""
+    name = kwargs["name"]
+    wanted = kwargs.get("metadata", {}).get("dpfocus", {}).get("kind")
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        info = _info(layer)
+        if info.get("kind") == wanted and info.get("pair_id") == pair_id and layer._type_string == kind:
+            if "scale" in kwargs:
+                layer.scale = kwargs["scale"]
+            layer.data = data
+            if "contrast_limits" in kwargs and kind == "image" and not kwargs.get("rgb"):
+                layer.contrast_limits = kwargs["contrast_limits"]
+            if "features" in kwargs:
+                layer.features = kwargs["features"]
+            layer.metadata = {**layer.metadata, "dpfocus": {**info, **kwargs["metadata"]["dpfocus"]}}
+            return layer
+        # a layer of that name that is not ours (or another pair's): ours goes beside it
+        n = 2
+        while f"{name} ({n})" in viewer.layers:
+            n += 1
+        kwargs = dict(kwargs, name=f"{name} ({n})")
+    kwargs = dict(kwargs)
+    kwargs.setdefault("metadata", {}).setdefault("dpfocus", {})["pair_id"] = pair_id
+    return getattr(viewer, f"add_{kind}")(data, **kwargs)
+
+
+def _bind(viewer, key: str, action) -> None:
+    try:
+        viewer.bind_key(key, lambda _viewer: action(), overwrite=True)
+    except Exception:  # another plugin owns the key: the button still works
+        pass
+
+
+class AnalysisWidget(QWidget):
+    """Pick the two views, a backend and a tile size; Run analyses in a worker (Cancel stops it)."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._alive = _guarded(self)
+        self.left = QComboBox()
+        self.right = QComboBox()
+        self.backend = QComboBox()
+        self.backend.addItems(backends())
+        self.tile = QSpinBox()
+        self.tile.setRange(0, 8192)
+        self.tile.setSingleStep(128)
+        self.tile.setSpecialValueText("whole image")
+        self.tile.setToolTip("Tile size for backends that tile (network); 0 = whole image")
+        self.run_button = QPushButton("Run analysis")
+        self.run_button.setToolTip("Analyse the selected pair (Shift+A)")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running analysis")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        form = QFormLayout()
+        form.addRow("left view", self.left)
+        form.addRow("right view", self.right)
+        form.addRow("backend", self.backend)
+        form.addRow("tile", self.tile)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self.worker = None
+        self.last_analysis: Analysis | None = None
+        self.run_button.clicked.connect(lambda: self.run())
+        self.cancel_button.clicked.connect(self.cancel)
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self._refresh_choices)
+        self.viewer.layers.selection.events.active.connect(self._follow_active_layer)
+        self._refresh_choices()
+        _bind(self.viewer, "Shift-A", self.run)
+
+    # -- layer choices, pre-filled from the reader's pair metadata
+    def _image_layers(self) -> list:
+        return [layer for layer in self.viewer.layers if layer._type_string == "image"]
+
+    def _views_of(self, pair_id: str | None) -> dict[str, str]:
+        return {
+            _info(layer)["view"]: layer.name
+            for layer in self._image_layers()
+            if _info(layer).get("view") and (pair_id is None or _info(layer).get("pair_id") == pair_id)
+        }
+
+    def _select_pair(self, pair_id: str | None) -> None:
+        views = self._views_of(pair_id)
+        if "left" in views and "right" in views:
+            self.left.setCurrentText(views["left"])
+            self.right.setCurrentText(views["right"])
+
+    def _refresh_choices(self, *_: Any) -> None:
+        if not self._alive[0]:
+            return
+        names = [layer.name for layer in self._image_layers()]
+        kept = []
+        for combo in (self.left, self.right):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+                kept.append(current)
+            combo.blockSignals(False)
+        if len(kept) < 2:
+            active = self.viewer.layers.selection.active
+            self._select_pair(_info(active).get("pair_id") if active is not None else None)
+
+    def _follow_active_layer(self, event: Any = None) -> None:
+        if not self._alive[0]:
+            return
+        active = self.viewer.layers.selection.active
+        if active is not None and _info(active).get("view"):
+            self._select_pair(_info(active).get("pair_id"))
+
+    def selected_pair(self) -> DPPair:
+        if not self.left.currentText() or not self.right.currentText():
+            raise DPPairError("open a DP pair first (File > Open, or File > Open Sample > DP Focus)")
+        left = self.viewer.layers[self.left.currentText()]
+        right = self.viewer.layers[self.right.currentText()]
+        if left is right:
+            raise DPPairError(f"{left.name}: chosen as both views; pick the left and the right view of one pair")
+        info = _info(left)
+        name = info.get("name") or left.name.replace(" [L]", "")
+        pair = DPPair.from_arrays(np.asarray(left.data), np.asarray(right.data), name=name, bit_depth=int(info.get("bit_depth", 16)))
+        for side, layer in (("left", left), ("right", right)):
+            path = _info(layer).get(f"{side}_path")
+            if path:
+                setattr(pair, f"{side}_path", Path(path))
+        pair.extra["pair_id"] = info.get("pair_id") or pair.pair_id
+        return pair
+
+    def run(self, blocking: bool = False) -> None:
+        """Start the analysis in a worker thread (``blocking`` runs it here, for scripts and tests)."""
+        if self.worker is not None:
+            _notify("an analysis is already running; wait for it or press Cancel", error=False)
+            return
+        try:
+            pair = self.selected_pair()
+        except DPPairError as exc:
+            _notify(str(exc))
+            self.status.setText(str(exc))
+            return
+        pair_id = pair.extra["pair_id"]
+        backend = self.backend.currentText()
+        key = (pair_id, backend)
+        if key in ANALYSES:
+            self._show(ANALYSES[key], pair.name, pair_id)
+            self.status.setText(f"{pair.name}: cached {backend} analysis")
+            return
+        options = {"tile": self.tile.value() or None}
+        if blocking:
+            steps = analyze_steps(pair, backend, **options)
+            try:
+                while True:
+                    self._on_progress(next(steps))
+            except StopIteration as stop:
+                self._on_done(stop.value, pair.name, pair_id, backend)
+            except Exception as exc:
+                _notify(f"analysis of {pair.name} failed: {exc}")
+            return
+        from napari.qt.threading import thread_worker
+        from napari.utils import progress
+
+        bar = progress(total=100, desc=f"DP analysis: {pair.name}")
+
+        @thread_worker
+        def work():
+            result = yield from analyze_steps(pair, backend, **options)
+            return result
+
+        def on_progress(update: tuple[float, str]) -> None:
+            bar.n = int(100 * update[0])
+            bar.set_description(f"DP analysis: {update[1]}")
+            bar.refresh()
+            if self._alive[0]:
+                self._on_progress(update)
+
+        self.worker = work()
+        self.worker.yielded.connect(on_progress)
+        self.worker.returned.connect(lambda analysis: self._alive[0] and self._on_done(analysis, pair.name, pair_id, backend))
+        self.worker.errored.connect(lambda exc: _notify(f"analysis of {pair.name} failed: {exc}"))
+        self.worker.aborted.connect(lambda: self._alive[0] and self.status.setText(f"{pair.name}: cancelled"))
+        self.worker.finished.connect(bar.close)
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"analysing {pair.name} ({backend})...")
+        self.worker.start()
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("cancelling...")
+
+    def _on_progress(self, update: tuple[float, str]) -> None:
+        fraction, message = update
+        self.progress.setValue(int(100 * fraction))
+        self.status.setText(message)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        if self._alive[0]:
+            self.run_button.setEnabled(True)
+            self.cancel_button.setEnabled(False)
+
+    def _on_done(self, analysis: Analysis, name: str, pair_id: str, backend: str) -> None:
+        analysis.meta["pair_id"] = pair_id
+        ANALYSES[(pair_id, backend)] = analysis
+        self.progress.setValue(100)
+        timings = analysis.meta.get("timings", {})
+        self.status.setText(f"{name}: {backend} analysis in {timings.get('total_s', 0):.1f} s")
+        self._show(analysis, name, pair_id)
+
+    def _show(self, analysis: Analysis, name: str, pair_id: str) -> None:
+        self.last_analysis = analysis
+        for data, kwargs, kind in analysis_layer_data(analysis, name):
+            upsert_layer(self.viewer, data, kwargs, kind, pair_id)
+        EVENTS.analysis_ready.emit(analysis)
+
+
+class FocusWidget(QWidget):
+    """Paint, click, box or type a focus target; the refocused layer follows live."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._alive = _guarded(self)
+        self.pair = QComboBox()
+        self.strength = QLabeledDoubleSlider()
+        self.strength.setRange(0.0, 3.0)
+        self.strength.setSingleStep(0.05)
+        self.strength.setValue(1.0)
+        self.strength.setToolTip("Aperture: 1 = as captured, 0 = all in focus, 2 = twice the blur")
+        self.tolerance = QLabeledDoubleSlider()
+        self.tolerance.setRange(0.0, 10.0)
+        self.tolerance.setSingleStep(0.1)
+        self.tolerance.setToolTip("Disparity band (px) around the target that stays sharp")
+        self.d_label = QLabel("d_trg: -")
+        self.negative = QCheckBox("next clicks exclude (negative)")
+        self.negative.setToolTip("Clicks on the focus points layer cut regions out of the mask (Shift+N)")
+        self.text = QLineEdit()
+        self.text.setPlaceholderText("e.g. nearest object, background, left object")
+        self.text.setToolTip("Describe the region to focus on; Enter applies")
+        self.text_button = QPushButton("Focus on text")
+        self.sam_path = QLineEdit(os.environ.get("DPFOCUS_SAM_CHECKPOINT", ""))
+        self.sam_path.setPlaceholderText("Segment Anything checkpoint (.pth), optional")
+        self.sam_browse = QPushButton("...")
+        self.clip_path = QLineEdit(os.environ.get("DPFOCUS_CLIP_CHECKPOINT", ""))
+        self.clip_path.setPlaceholderText("OpenCLIP checkpoint, optional (text ranking)")
+        self.clip_browse = QPushButton("...")
+        self.segmenter_label = QLabel("segmentation: default (disparity + colour regions)")
+        self.segmenter_label.setWordWrap(True)
+        self.aif_button = QPushButton("All in focus")
+        self.aif_button.setToolTip("Everything sharp: strength 0 (Shift+F)")
+        self.captured_button = QPushButton("Captured focus")
+        self.captured_button.setToolTip("Back to the camera's focus and aperture (Shift+C)")
+        self.clear_button = QPushButton("Clear mask")
+        self.clear_button.setToolTip("Empty the focus mask, points and boxes (Shift+X)")
+        self.export_button = QPushButton("Export...")
+        self.export_button.setToolTip("Save refocused image, mask, maps and a reproducible record (Shift+E)")
+        form = QFormLayout()
+        form.addRow("pair", self.pair)
+        form.addRow("strength", self.strength)
+        form.addRow("tolerance (px)", self.tolerance)
+        form.addRow(self.d_label)
+        form.addRow(self.negative)
+        text_row = QHBoxLayout()
+        text_row.addWidget(self.text)
+        text_row.addWidget(self.text_button)
+        models = QFormLayout()
+        for label, edit, browse in (("SAM", self.sam_path, self.sam_browse), ("CLIP", self.clip_path, self.clip_browse)):
+            row = QHBoxLayout()
+            row.addWidget(edit)
+            row.addWidget(browse)
+            models.addRow(label, row)
+        shortcuts = QHBoxLayout()
+        for button in (self.aif_button, self.captured_button, self.clear_button):
+            shortcuts.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(text_row)
+        layout.addLayout(models)
+        layout.addWidget(self.segmenter_label)
+        layout.addLayout(shortcuts)
+        layout.addWidget(self.export_button)
+        hint = QLabel("Paint on the focus mask layer, click on the focus points layer, or draw a rectangle on the focus boxes layer.")
+        hint.setWordWrap(True)
+        layout.addWidget(hint)
+        layout.addStretch(1)
+        self.sessions: dict[str, FocusSession] = {}
+        self._names: dict[str, str] = {}
+        self._idle = QTimer(self)
+        self._idle.setSingleShot(True)
+        self._idle.setInterval(FULL_RENDER_DELAY_MS)
+        self._idle.timeout.connect(self._start_full_render)
+        self._full_worker = None
+        self._full_pending = False
+        self._writing_mask = False
+        self.sam = None
+        self.clip = None
+        self.last_export: dict[str, Path] | None = None
+        self.pair.currentTextChanged.connect(lambda _: self._attach())
+        self.strength.valueChanged.connect(self._controls_changed)
+        self.tolerance.valueChanged.connect(self._controls_changed)
+        self.negative.toggled.connect(self._negative_toggled)
+        self.text_button.clicked.connect(self.focus_on_text)
+        self.text.returnPressed.connect(self.focus_on_text)
+        self.sam_browse.clicked.connect(lambda: self._browse(self.sam_path, "Segment Anything checkpoint"))
+        self.clip_browse.clicked.connect(lambda: self._browse(self.clip_path, "OpenCLIP checkpoint"))
+        self.sam_path.editingFinished.connect(self.load_models)
+        self.clip_path.editingFinished.connect(self.load_models)
+        self.aif_button.clicked.connect(self.all_in_focus)
+        self.captured_button.clicked.connect(self.captured_focus)
+        self.clear_button.clicked.connect(self.clear_mask)
+        self.export_button.clicked.connect(lambda: self.export())
+        for key, action in (
+            ("Shift-F", self.all_in_focus),
+            ("Shift-C", self.captured_focus),
+            ("Shift-X", self.clear_mask),
+            ("Shift-E", self.export),
+            ("Shift-N", lambda: self.negative.setChecked(not self.negative.isChecked())),
+        ):
+            _bind(self.viewer, key, action)
+        EVENTS.analysis_ready.connect(self._analysis_ready)
+        if self.sam_path.text() or self.clip_path.text():
+            self.load_models()
+        self.refresh_pairs()
+
+    def _analysis_ready(self, analysis: Analysis) -> None:
+        if not self._alive[0]:
+            EVENTS.analysis_ready.disconnect(self._analysis_ready)
+            return
+        self.refresh_pairs(prefer=analysis.meta.get("pair_id"))
+
+    # -- which analysed pair we drive
+    def refresh_pairs(self, prefer: str | None = None) -> None:
+        present = {_info(layer).get("pair_id") for layer in self.viewer.layers}
+        choices: dict[str, Analysis] = {}
+        for (pair_id, _backend), analysis in ANALYSES.items():
+            if pair_id in present:
+                choices[pair_id] = analysis  # the latest backend run for that pair
+        current = self.pair.currentText()
+        self.pair.blockSignals(True)
+        self.pair.clear()
+        self._names = {}
+        for pair_id, analysis in choices.items():
+            label = f"{analysis.meta.get('pair_name', pair_id)} ({analysis.backend})"
+            self._names[label] = pair_id
+            self.pair.addItem(label)
+            if pair_id not in self.sessions or self.sessions[pair_id].analysis is not analysis:
+                self.sessions[pair_id] = FocusSession(analysis)
+            if pair_id == prefer:
+                current = label
+        if current in self._names:
+            self.pair.setCurrentText(current)
+        self.pair.blockSignals(False)
+        self._attach()
+
+    @property
+    def session(self) -> FocusSession | None:
+        pair_id = self._names.get(self.pair.currentText())
+        return self.sessions.get(pair_id) if pair_id else None
+
+    @property
+    def stem(self) -> str:
+        s = self.session
+        return s.analysis.meta.get("pair_name", "pair") if s else "pair"
+
+    def _attach(self) -> None:
+        """Create (or find) the focus mask, points and boxes layers of the current pair."""
+        s = self.session
+        if s is None:
+            return
+        pair_id = s.analysis.meta.get("pair_id")
+        if self._layer("mask") is None:
+            self.viewer.add_labels(np.zeros(s.analysis.shape, np.uint8), name=layer_name(self.stem, "focus_mask"), opacity=0.45,
+                                   metadata={"dpfocus": {"kind": "focus_mask", "pair_id": pair_id}})
+        if self._layer("points") is None:
+            self.viewer.add_points(np.zeros((0, 2)), name=f"{self.stem} focus points", size=12, face_color=POSITIVE_COLOR,
+                                   border_color="black", features={"positive": np.zeros(0, bool)},
+                                   metadata={"dpfocus": {"kind": "focus_points", "pair_id": pair_id}})
+            self._negative_toggled(self.negative.isChecked())
+        if self._layer("boxes") is None:
+            self.viewer.add_shapes(name=f"{self.stem} focus boxes", edge_color=POSITIVE_COLOR, face_color="transparent", edge_width=2,
+                                   metadata={"dpfocus": {"kind": "focus_boxes", "pair_id": pair_id}})
+        for suffix, handler, events in (
+            ("mask", self.mask_changed, ("paint", "data")),
+            ("points", self.points_changed, ("data",)),
+            ("boxes", self.boxes_changed, ("data",)),
+        ):
+            layer = self._layer(suffix)
+            if not getattr(layer, "_dpfocus_connected", False):
+                for event_name in events:
+                    getattr(layer.events, event_name).connect(handler)
+                layer._dpfocus_connected = True
+        self._show_d_trg()
+
+    def _layer(self, suffix: str):
+        """The current pair's focus layer: ``"mask"``, ``"points"`` or ``"boxes"`` (found by metadata)."""
+        s = self.session
+        if s is None:
+            return None
+        kind = {"mask": "focus_mask", "points": "focus_points", "boxes": "focus_boxes"}[suffix]
+        for layer in self.viewer.layers:
+            info = _info(layer)
+            if info.get("kind") == kind and info.get("pair_id") == s.analysis.meta.get("pair_id"):
+                return layer
+        return None
+
+    def _negative_toggled(self, negative: bool) -> None:
+        layer = self._layer("points")
+        if layer is not None:
+            layer.feature_defaults = {"positive": not negative}
+            layer.current_face_color = NEGATIVE_COLOR if negative else POSITIVE_COLOR
+
+    # -- optional models (SAM for clicks/boxes, CLIP for text)
+    def _browse(self, edit: QLineEdit, title: str) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, title, str(Path(edit.text()).parent) if edit.text() else "")
+        if path:
+            edit.setText(path)
+            self.load_models()
+
+    def load_models(self) -> None:
+        """Load the SAM / CLIP checkpoints named in the dock; a bad one falls back to the default and says so."""
+        from .. import prompts
+
+        notes = []
+        self.sam = self.clip = None
+        for attr, edit, loader, what in (("sam", self.sam_path, prompts.load_sam, "SAM"), ("clip", self.clip_path, prompts.load_clip, "CLIP")):
+            path = edit.text().strip()
+            if not path:
+                continue
+            try:
+                setattr(self, attr, loader(path))
+            except FocusError as exc:
+                _notify(f"{exc}; using the default segmentation instead")
+                notes.append(f"{what} not loaded")
+        parts = []
+        parts.append(f"clicks/boxes: {'SAM ' + getattr(self.sam, 'model_type', '') if self.sam else 'default (disparity + colour regions)'}")
+        parts.append(f"text: {'CLIP ranking' if self.clip else 'depth/position vocabulary'}")
+        self.segmenter_label.setText("segmentation: " + "; ".join(parts) + (f" ({', '.join(notes)})" if notes else ""))
+
+    # -- prompts land in the focus mask, where the brush can correct them
+    def _write_mask(self, mask: np.ndarray) -> None:
+        layer = self._layer("mask")
+        self._writing_mask = True
+        try:
+            layer.data = np.asarray(mask).astype(np.uint8)
+        finally:
+            self._writing_mask = False
+        self.mask_changed()
+
+    def _prompt(self, make_mask) -> None:
+        s = self.session
+        if s is None:
+            _notify("run the analysis first (DP analysis dock)")
+            return
+        try:
+            self._write_mask(make_mask(s.analysis))
+        except FocusError as exc:
+            _notify(str(exc))
+
+    def points_changed(self, *_: Any) -> None:
+        from ..prompts import mask_from_points
+
+        layer = self._layer("points")
+        if layer is None or len(layer.data) == 0:
+            return
+        signs = np.asarray(layer.features["positive"], bool) if "positive" in layer.features else np.ones(len(layer.data), bool)
+        yx = [tuple(map(float, p[-2:])) for p in layer.data]
+        positive = [p for p, keep in zip(yx, signs) if keep]
+        negative = [p for p, keep in zip(yx, signs) if not keep]
+        self._prompt(lambda a: mask_from_points(a, positive, negative, sam=self.sam))
+
+    def boxes_changed(self, *_: Any) -> None:
+        from ..prompts import mask_from_box
+
+        layer = self._layer("boxes")
+        if layer is None or len(layer.data) == 0:
+            return
+        corners = np.asarray(layer.data[-1])[:, -2:]
+        (y0, x0), (y1, x1) = corners.min(axis=0), corners.max(axis=0)
+        self._prompt(lambda a: mask_from_box(a, (x0, y0, x1, y1), sam=self.sam))
+
+    def focus_on_text(self) -> None:
+        from ..prompts import mask_from_text
+
+        text = self.text.text()
+        self._prompt(lambda a: mask_from_text(a, text, sam=self.sam, clip=self.clip))
+
+    def clear_mask(self) -> None:
+        for suffix in ("points", "boxes"):
+            layer = self._layer(suffix)
+            if layer is not None and len(layer.data):
+                layer.events.data.disconnect(self.points_changed if suffix == "points" else self.boxes_changed)
+                try:
+                    layer.data = np.zeros((0, 2)) if suffix == "points" else []
+                finally:
+                    layer.events.data.connect(self.points_changed if suffix == "points" else self.boxes_changed)
+        layer = self._layer("mask")
+        if layer is not None:
+            layer.data = np.zeros_like(layer.data)
+
+    def mask_changed(self, *_: Any) -> None:
+        s, layer = self.session, self._layer("mask")
+        if s is None or layer is None or self._writing_mask:
+            return
+        mask = np.asarray(layer.data) > 0
+        if not mask.any():
+            self.d_label.setText("d_trg: - (the focus mask is empty: paint, click, draw a box or type)")
+            return
+        try:
+            s.set_mask(mask)
+        except FocusError as exc:
+            _notify(str(exc))
+            return
+        self.update_preview()
+
+    def _controls_changed(self, *_: Any) -> None:
+        s = self.session
+        if s is None:
+            return
+        s.set_controls(strength=self.strength.value(), tolerance=self.tolerance.value())
+        if s.d_trg is not None:
+            self.update_preview()
+
+    def all_in_focus(self) -> None:
+        if self.session is None:
+            _notify("run the analysis first (DP analysis dock)")
+            return
+        if self.session.d_trg is None:
+            self.session.set_disparity(0.0)
+        self.strength.setValue(0.0)
+
+    def captured_focus(self) -> None:
+        s = self.session
+        if s is None:
+            _notify("run the analysis first (DP analysis dock)")
+            return
+        self.strength.blockSignals(True)
+        self.strength.setValue(1.0)
+        self.strength.blockSignals(False)
+        s.captured_focus()
+        self.update_preview()
+
+    # -- rendering: preview now, full quality after a short idle (latest wins)
+    def update_preview(self) -> None:
+        s = self.session
+        img = s.render_preview()
+        scale = s.analysis.shape[0] / img.shape[0]
+        self._show(img, scale, preview=True)
+        self._idle.start()
+
+    def _show_d_trg(self, quality: str | None = None) -> None:
+        s = self.session
+        if s is None or s.d_trg is None:
+            self.d_label.setText("d_trg: -")
+            return
+        coc = s.analysis.coc_per_disparity * s.d_trg
+        self.d_label.setText(f"d_trg: {s.d_trg:+.3f} px (captured CoC there {coc:+.2f} px)" + (f", {quality}" if quality else ""))
+
+    def _show(self, img: np.ndarray, scale: float, preview: bool) -> None:
+        s = self.session
+        data, kwargs, kind = refocused_layer_data(img, self.stem, s.d_trg, s.strength, scale)
+        kwargs["metadata"]["dpfocus"].update(tolerance=s.tolerance, quality="preview" if preview else "full")
+        upsert_layer(self.viewer, data, kwargs, kind, s.analysis.meta.get("pair_id"))
+        self._show_d_trg("preview" if preview else "full quality")
+
+    def _start_full_render(self) -> None:
+        s = self.session
+        if s is None or s.d_trg is None or not self._alive[0]:
+            return
+        if self._full_worker is not None:  # one render at a time; the newest target follows it
+            self._full_pending = True
+            return
+        from napari.qt.threading import thread_worker
+
+        @thread_worker
+        def work():
+            return s.render_full()
+
+        worker = work()
+        worker.returned.connect(lambda result: self._alive[0] and self._full_done(s, result))
+        worker.errored.connect(lambda exc: _notify(f"full-quality render failed: {exc}"))
+        worker.finished.connect(self._full_finished)
+        self._full_worker = worker
+        worker.start()
+
+    def _full_finished(self) -> None:
+        self._full_worker = None
+        if self._full_pending and self._alive[0]:
+            self._full_pending = False
+            self._start_full_render()
+
+    def _full_done(self, session: FocusSession, result: tuple[int, np.ndarray]) -> None:
+        generation, img = result
+        if session is self.session and session.is_current(generation):  # never show a stale frame
+            self._show(img, 1.0, preview=False)
+
+    def render_full_now(self) -> np.ndarray | None:
+        """Render full quality in this thread and show it (scripts, the demo, export)."""
+        s = self.session
+        if s is None or s.d_trg is None:
+            return None
+        self._idle.stop()
+        result = s.render_full()
+        self._full_done(s, result)
+        return result[1]
+
+    # -- export and reproduce
+    def export(self, parent: str | Path | None = None) -> dict[str, Path] | None:
+        """Save the refocused image, mask, maps and ``record.json`` into a new folder under ``parent``."""
+        from ..export import export_refocus, next_export_folder
+
+        s = self.session
+        if s is None or s.d_trg is None:
+            _notify("nothing to export yet: run the analysis and set a focus target")
+            return None
+        if parent is None:
+            parent = QFileDialog.getExistingDirectory(self, "Export the refocused image into a new folder under")
+            if not parent:
+                return None
+        mask_layer = self._layer("mask")
+        views = None
+        if not s.analysis.meta.get("left_path"):
+            views = tuple(np.asarray(self.viewer.layers[layer_name(self.stem, v)].data) for v in ("left", "right"))
+        try:
+            folder = next_export_folder(parent, self.stem)
+            self.last_export = export_refocus(folder, s, mask=None if mask_layer is None else mask_layer.data, views=views)
+        except (FocusError, DPPairError, OSError) as exc:
+            _notify(f"export failed: {exc}")
+            return None
+        _notify(f"exported to {folder} (reproduce: dpfocus refocus --record {folder / 'record.json'} -o OUT.png)", error=False)
+        return self.last_export
