@@ -31,3 +31,36 @@ def horizontal_shift(a, b, max_shift=20):
         l, c, r = score[i - 1 : i + 2]
         return shifts[i] + 0.5 * (l - r) / (l - 2 * c + r)
     return float(shifts[i])
+
+
+# a randomly initialised tiny Segment Anything, built from segment-anything's own modules
+def _tiny_sam_config():
+    from dpfocus.prompts import SamConfig
+
+    return SamConfig(
+        img_size=128, patch_size=16, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, qkv_bias=True, window_size=4,
+        global_attn_indexes=(1,), out_chans=32, prompt_embed_dim=32, mask_in_chans=4, decoder_depth=1, decoder_mlp_dim=64,
+        decoder_num_heads=8, decoder_downsample_rate=2, num_multimask_outputs=3, iou_head_depth=2, iou_head_hidden_dim=32,
+    )
+
+
+TINY_SAM = _tiny_sam_config()
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The tiny SAM with a fixed seed."""
+    import torch
+
+    torch.manual_seed(0)
+    return TINY_SAM.build().eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_model, tmp_path_factory):
+    """Its weights on disk, under an official checkpoint's name: detection must come from the weights."""
+    import torch
+
+    path = tmp_path_factory.mktemp("sam") / "sam_vit_h_4b8939.pth"
+    torch.save(tiny_model.state_dict(), path)
+    return path

@@ -242,3 +242,22 @@ def test_ui_errors_are_notifications(make_napari_viewer, monkeypatch):
     focus.load_models()
     assert focus.sam is None and "default segmentation" in messages[-1]
     assert "default" in focus.segmenter_label.text()
+
+
+def test_sam_checkpoint_drives_clicks_and_boxes_in_a_worker(analysed, tiny_ckpt, qtbot):
+    viewer, _ = analysed
+    focus = docked(viewer, FocusWidget)
+    focus.sam_path.setText(str(tiny_ckpt))
+    focus.load_models()
+    assert focus.sam is not None and "Segment Anything custom" in focus.segmenter_label.text()
+    qtbot.waitUntil(lambda: not focus._prompt_workers, timeout=60_000)  # the embedding, computed once
+    assert focus.sam.encoder_calls == 1
+    h, w = focus.session.analysis.shape
+    viewer.layers["garden focus points"].add([[h / 2, w / 2]])
+    qtbot.waitUntil(lambda: bool((viewer.layers["garden focus mask"].data > 0).any()), timeout=60_000)
+    viewer.layers["garden focus mask"].data = np.zeros((h, w), np.uint8)
+    viewer.layers["garden focus boxes"].add_rectangles(np.array([[h / 4, w / 4], [3 * h / 4, 3 * w / 4]]))
+    qtbot.waitUntil(lambda: bool((viewer.layers["garden focus mask"].data > 0).any()), timeout=60_000)
+    qtbot.waitUntil(lambda: not focus._prompt_workers, timeout=60_000)
+    assert focus.sam.encoder_calls == 1  # cached by image: prompts never re-encode
+    assert focus.session.d_trg is not None

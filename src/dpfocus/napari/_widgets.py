@@ -336,7 +336,7 @@ class FocusWidget(QWidget):
         self.clip_path = QLineEdit(os.environ.get("DPFOCUS_CLIP_CHECKPOINT", ""))
         self.clip_path.setPlaceholderText("OpenCLIP checkpoint, optional (text ranking)")
         self.clip_browse = QPushButton("...")
-        self.segmenter_label = QLabel("segmentation: default (disparity + colour regions)")
+        self.segmenter_label = QLabel("clicks/boxes: default (disparity + colour regions); text: depth/position vocabulary")
         self.segmenter_label.setWordWrap(True)
         self.aif_button = QPushButton("All in focus")
         self.aif_button.setToolTip("Everything sharp: strength 0 (Shift+F)")
@@ -386,8 +386,11 @@ class FocusWidget(QWidget):
         self._writing_mask = False
         self.sam = None
         self.clip = None
+        self._model_notes: list[str] = []
+        self._prompt_generation = 0
+        self._prompt_workers: set = set()
         self.last_export: dict[str, Path] | None = None
-        self.pair.currentTextChanged.connect(lambda _: self._attach())
+        self.pair.currentTextChanged.connect(lambda _: (self._attach(), self._embed_current_image()))
         self.strength.valueChanged.connect(self._controls_changed)
         self.tolerance.valueChanged.connect(self._controls_changed)
         self.negative.toggled.connect(self._negative_toggled)
@@ -419,6 +422,7 @@ class FocusWidget(QWidget):
             EVENTS.analysis_ready.disconnect(self._analysis_ready)
             return
         self.refresh_pairs(prefer=analysis.meta.get("pair_id"))
+        self._embed_current_image()
 
     # -- which analysed pair we drive
     def refresh_pairs(self, prefer: str | None = None) -> None:
@@ -512,7 +516,7 @@ class FocusWidget(QWidget):
         """Load the SAM / CLIP checkpoints named in the dock; a bad one falls back to the default and says so."""
         from .. import prompts
 
-        notes = []
+        self._model_notes = []
         self.sam = self.clip = None
         for attr, edit, loader, what in (("sam", self.sam_path, prompts.load_sam, "SAM"), ("clip", self.clip_path, prompts.load_clip, "CLIP")):
             path = edit.text().strip()
@@ -522,11 +526,15 @@ class FocusWidget(QWidget):
                 setattr(self, attr, loader(path))
             except FocusError as exc:
                 _notify(f"{exc}; using the default segmentation instead")
-                notes.append(f"{what} not loaded")
-        parts = []
-        parts.append(f"clicks/boxes: {'SAM ' + getattr(self.sam, 'model_type', '') if self.sam else 'default (disparity + colour regions)'}")
-        parts.append(f"text: {'CLIP ranking' if self.clip else 'depth/position vocabulary'}")
-        self.segmenter_label.setText("segmentation: " + "; ".join(parts) + (f" ({', '.join(notes)})" if notes else ""))
+                self._model_notes.append(f"{what} not loaded, see the notification")
+        self.segmenter_label.setText(self._segmenter_text())
+        self._embed_current_image()
+
+    def _segmenter_text(self, busy: str = "") -> str:
+        clicks = self.sam.describe() if self.sam is not None else "default (disparity + colour regions)"
+        text = self.clip.describe() + " ranking regions" if self.clip is not None else "depth/position vocabulary"
+        notes = f" ({'; '.join(self._model_notes)})" if self._model_notes else ""
+        return f"clicks/boxes: {clicks}; text: {text}{notes}" + (f" - {busy}" if busy else "")
 
     # -- prompts land in the focus mask, where the brush can correct them
     def _write_mask(self, mask: np.ndarray) -> None:
@@ -539,14 +547,46 @@ class FocusWidget(QWidget):
         self.mask_changed()
 
     def _prompt(self, make_mask) -> None:
+        """Run a prompt into the focus mask: here for the default path, in a worker with SAM/CLIP."""
         s = self.session
         if s is None:
             _notify("run the analysis first (DP analysis dock)")
             return
-        try:
-            self._write_mask(make_mask(s.analysis))
-        except FocusError as exc:
-            _notify(str(exc))
+        self._prompt_generation += 1
+        if self.sam is None and self.clip is None:
+            try:
+                self._write_mask(make_mask(s.analysis))
+            except FocusError as exc:
+                _notify(str(exc))
+            return
+        from napari.qt.threading import thread_worker
+
+        generation = self._prompt_generation
+        worker = thread_worker(make_mask)(s.analysis)
+        # latest wins: a prompt answered after a newer one was given is dropped
+        worker.returned.connect(lambda mask: self._alive[0] and generation == self._prompt_generation
+                                and s is self.session and self._write_mask(mask))
+        worker.errored.connect(lambda exc: _notify(str(exc)))
+        self._prompt_workers.add(worker)
+        worker.finished.connect(lambda: self._prompt_workers.discard(worker))
+        self.segmenter_label.setText(self._segmenter_text("segmenting..."))
+        worker.finished.connect(lambda: self._alive[0] and self.segmenter_label.setText(self._segmenter_text()))
+        worker.start()
+
+    def _embed_current_image(self) -> None:
+        """Compute SAM's image embedding for the current pair in a worker (cached by image hash)."""
+        s = self.session
+        if self.sam is None or s is None:
+            return
+        from napari.qt.threading import thread_worker
+
+        worker = thread_worker(self.sam.set_image)(s.analysis)
+        self.segmenter_label.setText(self._segmenter_text("computing the image embedding..."))
+        worker.errored.connect(lambda exc: _notify(f"SAM could not embed the image: {exc}"))
+        worker.finished.connect(lambda: self._alive[0] and self.segmenter_label.setText(self._segmenter_text()))
+        self._prompt_workers.add(worker)
+        worker.finished.connect(lambda: self._prompt_workers.discard(worker))
+        worker.start()
 
     def points_changed(self, *_: Any) -> None:
         from ..prompts import mask_from_points
