@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
 from .io import DPPair, DPPairError, load_pair, read_image, save_image
 
@@ -199,6 +201,51 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_kernels(args: argparse.Namespace) -> int:
+    """The kernel inspector without a window: atlas, usage (image / mask) and clicked pixels' kernels."""
+    from .kernels import crop_to_support, kernel_atlas, kernel_usage, pixel_kernels
+
+    pair = _load(args)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a folder; give a folder for the kernel files")
+    mask = None
+    if args.mask is not None:
+        mask, _ = read_image(args.mask)
+        mask = (mask.max(axis=2) if mask.ndim == 3 else mask) > 0.5
+        if mask.shape != pair.shape[:2]:
+            raise UsageError(f"{args.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but the pair is {pair.shape[1]}x{pair.shape[0]}")
+    h, w = pair.shape[:2]
+    for x, y in args.point or []:
+        if not (0 <= x < w and 0 <= y < h):
+            raise UsageError(f"--point {x:g} {y:g} lies outside the {w}x{h} image; use 0 <= X < {w}, 0 <= Y < {h}")
+    analysis = _analyze(pair, args)
+    out.mkdir(parents=True, exist_ok=True)
+    atlas = kernel_atlas(analysis)
+    save_image(out / "atlas.png", atlas.image, 8)
+    report = {
+        "backend": analysis.backend,
+        "kernels": [{"index": i, "coc_px": float(c), "label": label, "tile_yxhw": [int(v) for v in box[1:]], "pixels": int(n)}
+                    for i, (c, label, box, n) in enumerate(zip(analysis.kernel_cocs, atlas.labels, atlas.boxes, kernel_usage(analysis)))],
+        "points": [],
+    }
+    if mask is not None:
+        for entry, n in zip(report["kernels"], kernel_usage(analysis, mask)):
+            entry["pixels_in_mask"] = int(n)
+    for x, y in args.point or []:
+        p = pixel_kernels(analysis, y, x)
+        k = crop_to_support(np.stack([p.left, p.right, p.combined]), margin=2)
+        strip = np.concatenate([kk / max(float(kk.max()), 1e-12) for kk in k], axis=1)
+        name = f"kernel_x{p.x}_y{p.y}.png"
+        save_image(out / name, strip.astype(np.float32), 8)
+        report["points"].append({"x": p.x, "y": p.y, "disparity_px": p.disparity, "coc_px": p.coc, "image": name,
+                                 "top": [{"index": i, "weight": wgt, "coc_px": c} for i, wgt, c in p.top]})
+        print(f"pixel x={p.x} y={p.y}: CoC {p.coc:+.2f} px; top " + ", ".join(f"#{i} {wgt:.2f}" for i, wgt, _ in p.top))
+    (out / "kernels.json").write_text(json.dumps(report, indent=2, default=float))
+    print(f"{out / 'atlas.png'}: {len(analysis.kernel_cocs)} kernels; usage in {out / 'kernels.json'}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_report
 
@@ -280,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     pair_args(p)
     p.add_argument("-o", "--output", required=True, help="output image")
     p.set_defaults(func=_cmd_deblur)
+
+    p = sub.add_parser("kernels", help="kernel inspector: bank atlas, kernel usage, and the kernels of chosen pixels")
+    pair_args(p)
+    p.add_argument("-o", "--output", required=True, help="output folder (atlas.png, kernels.json, kernel_xX_yY.png)")
+    p.add_argument("--point", type=float, nargs=2, action="append", metavar=("X", "Y"), help="a pixel to inspect (repeatable)")
+    p.add_argument("--mask", help="count kernel usage inside this mask too")
+    p.set_defaults(func=_cmd_kernels)
 
     p = sub.add_parser("evaluate", help="benchmark backends on held-out synthetic scenes (and DPDD folders)")
     p.add_argument("--backend", action="append", default=None, help="backend(s) to evaluate (default: all)")

@@ -1,0 +1,72 @@
+"""Screenshots of the real napari window for the README, one per dock (run under Xvfb).
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/make_screenshots.py docs/images
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def main(out: Path) -> None:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from dpfocus.io import save_image
+    from dpfocus.napari._inspector import KernelInspectorWidget
+    from dpfocus.napari._widgets import AnalysisWidget, FocusWidget
+    from dpfocus.samples import load_ground_truth
+
+    out.mkdir(parents=True, exist_ok=True)
+    viewer = napari.Viewer(title="napari-dpfocus", show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    viewer.open_sample("napari-dpfocus", "garden")
+    analysis_dock = AnalysisWidget(viewer)
+    focus_dock = FocusWidget(viewer)
+    inspector = KernelInspectorWidget(viewer)
+    viewer.window.add_dock_widget(analysis_dock, name="DP analysis", area="right")
+
+    def shot(name: str, widget=None) -> None:
+        for _ in range(10):
+            QApplication.processEvents()
+        img = viewer.screenshot(canvas_only=False, flash=False)
+        save_image(out / f"{name}.png", np.asarray(img)[..., :3].astype(np.float32) / 255, 8)
+        print(out / f"{name}.png")
+
+    # 1. the analysis dock with the disparity layer on top
+    analysis_dock.run(blocking=True)
+    viewer.reset_view()
+    shot("dock_analysis")
+
+    # 2. the focus dock: a click on the farthest object, then the refocused image
+    viewer.window.add_dock_widget(focus_dock, name="DP focus", area="right")
+    gt = load_ground_truth("garden")
+    objects = [o for o in gt["scene"]["objects"] if o["visible_pixels"] > 4000]
+    target = max(objects, key=lambda o: o["coc"])
+    ys, xs = np.nonzero(gt["labels"] == target["label"])
+    viewer.layers["garden focus points"].add([[float(np.median(ys)), float(np.median(xs))]])
+    focus_dock.strength.setValue(1.5)
+    focus_dock.render_full_now()
+    for layer in viewer.layers:
+        layer.visible = layer.name in ("garden refocused", "garden focus mask", "garden focus points")
+    viewer.layers["garden focus mask"].opacity = 0.25
+    viewer.layers.selection.active = viewer.layers["garden focus mask"]
+    shot("dock_focus")
+
+    # 3. the kernel inspector: a clicked pixel on that object, one index highlighted
+    viewer.window.add_dock_widget(inspector, name="DP kernel inspector", area="left")
+    inspector.inspect_pixel(float(np.median(ys)), float(np.median(xs)))
+    for layer in viewer.layers:
+        layer.visible = layer.name in ("garden [L]", "garden kernel index")
+    inspector.index.setValue(inspector.picked.top[0][0])
+    viewer.layers.selection.active = viewer.layers["garden kernel index"]
+    viewer.window._qt_window.resize(1600, 1200)
+    shot("dock_inspector")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/images"))
