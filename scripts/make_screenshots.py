@@ -52,7 +52,6 @@ def main(out: Path) -> None:
     focus_dock.render_full_now()
     for layer in viewer.layers:
         layer.visible = layer.name in ("garden refocused", "garden focus mask", "garden focus points")
-    viewer.layers["garden focus mask"].opacity = 0.25
     viewer.layers.selection.active = viewer.layers["garden focus mask"]
     shot("dock_focus")
 

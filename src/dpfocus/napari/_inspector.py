@@ -139,7 +139,7 @@ class KernelInspectorWidget(QWidget):
             if i == selected:
                 ax.add_patch(_rectangle(x0 - 1.5, y0 - 1.5, w + 2, h + 2))
         cocs = self.analysis.kernel_cocs
-        ax.set_title(f"kernel bank: {len(cocs)} kernels, CoC {cocs.min():+.1f} .. {cocs.max():+.1f} px (click a tile)", fontsize=8, color=FIGURE_FG)
+        ax.set_title(f"bank: {len(cocs)} kernels, CoC {cocs.min():+.1f}..{cocs.max():+.1f} px", fontsize=8, color=FIGURE_FG)
         self._atlas = atlas
         self.canvas.draw_idle()
 
@@ -167,8 +167,11 @@ class KernelInspectorWidget(QWidget):
         if mask_layer is not None and np.asarray(mask_layer.data).any():
             inside = kernel_usage(self.analysis, np.asarray(mask_layer.data) > 0)
             ax.bar(np.arange(n), inside / max(inside.sum(), 1), color="tab:orange", alpha=0.75, width=0.6, label="focus mask")
+        used = np.flatnonzero(whole)
+        if used.size:  # the bank spans more CoC than one image uses: show the indices in use
+            ax.set_xlim(used.min() - 1.5, used.max() + 1.5)
         if self.index.value() >= 0:
-            ax.axvline(self.index.value(), color="tab:cyan", lw=1)
+            ax.plot([self.index.value()], [0], marker="^", markersize=9, color="tab:cyan", clip_on=False, zorder=5)
         ax.set_xlabel("kernel index", fontsize=8, color=FIGURE_FG)
         ax.set_ylabel("fraction of pixels", fontsize=8, color=FIGURE_FG)
         ax.tick_params(labelsize=7, colors=FIGURE_FG)

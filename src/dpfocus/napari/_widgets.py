@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -147,7 +148,7 @@ class AnalysisWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)  # leave the height to the other docks
         self.worker = None
         self.last_analysis: Analysis | None = None
         self.run_button.clicked.connect(lambda: self.run())
@@ -691,7 +692,12 @@ class FocusWidget(QWidget):
         s = self.session
         data, kwargs, kind = refocused_layer_data(img, self.stem, s.d_trg, s.strength, scale)
         kwargs["metadata"]["dpfocus"].update(tolerance=s.tolerance, quality="preview" if preview else "full")
-        upsert_layer(self.viewer, data, kwargs, kind, s.analysis.meta.get("pair_id"))
+        layer = upsert_layer(self.viewer, data, kwargs, kind, s.analysis.meta.get("pair_id"))
+        mask_layer = self._layer("mask")
+        if mask_layer is not None:  # keep the mask, points and boxes drawable above the result
+            below = self.viewer.layers.index(mask_layer)
+            if self.viewer.layers.index(layer) > below:
+                self.viewer.layers.move(self.viewer.layers.index(layer), below)
         self._show_d_trg("preview" if preview else "full quality")
 
     def _start_full_render(self) -> None:
