@@ -84,7 +84,7 @@ def upsert_layer(viewer, data: Any, kwargs: dict, kind: str, pair_id: str | None
         layer = viewer.layers[name]
         info = _info(layer)
         if info.get("kind") == wanted and info.get("pair_id") == pair_id and layer._type_string == kind:
-            if "scale" in kwargs:
+            if "scale" in kwargs and not np.allclose(layer.scale[-2:], kwargs["scale"]):  # re-setting costs a re-slice
                 layer.scale = kwargs["scale"]
             layer.data = data
             if "contrast_limits" in kwargs and kind == "image" and not kwargs.get("rgb"):
@@ -100,7 +100,11 @@ def upsert_layer(viewer, data: Any, kwargs: dict, kind: str, pair_id: str | None
         kwargs = dict(kwargs, name=f"{name} ({n})")
     kwargs = dict(kwargs)
     kwargs.setdefault("metadata", {}).setdefault("dpfocus", {})["pair_id"] = pair_id
-    return getattr(viewer, f"add_{kind}")(data, **kwargs)
+    active = viewer.layers.selection.active
+    layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
+    if active is not None:  # napari selects a new layer; the user's next stroke should still paint
+        viewer.layers.selection.active = active
+    return layer
 
 
 def _bind(viewer, key: str, action) -> None:
