@@ -261,3 +261,30 @@ def test_sam_checkpoint_drives_clicks_and_boxes_in_a_worker(analysed, tiny_ckpt,
     qtbot.waitUntil(lambda: not focus._prompt_workers, timeout=60_000)
     assert focus.sam.encoder_calls == 1  # cached by image: prompts never re-encode
     assert focus.session.d_trg is not None
+
+
+def test_cancel_stops_the_analysis_and_adds_nothing(make_napari_viewer, qtbot):
+    _widgets.ANALYSES.clear()
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-dpfocus", "workshop")
+    dock = docked(viewer, AnalysisWidget)
+    dock.run()
+    qtbot.waitUntil(lambda: dock.progress.value() > 0, timeout=60_000)  # running, reporting progress
+    dock.cancel()
+    qtbot.waitUntil(lambda: dock.run_button.isEnabled(), timeout=60_000)
+    assert "cancelled" in dock.status.text()
+    assert "workshop disparity" not in viewer.layers and not _widgets.ANALYSES
+
+
+def test_full_render_backend_choice_uses_that_backends_analysis(analysed, monkeypatch):
+    viewer, _ = analysed
+    focus = docked(viewer, FocusWidget)
+    s = focus.session
+    viewer.layers["garden focus mask"].data = (load_ground_truth("garden")["labels"] == 1).astype(np.uint8)
+    other = type(s.analysis)(**{**s.analysis.__dict__, "aif": np.zeros_like(s.analysis.aif), "backend": "stand-in", "meta": dict(s.analysis.meta)})
+    _widgets.ANALYSES[(s.analysis.meta["pair_id"], "stand-in")] = other
+    focus.full_backend.addItem("stand-in")
+    focus.full_backend.setCurrentText("stand-in")
+    assert focus.render_full_now().max() == 0  # rendered from the chosen analysis's all-in-focus image
+    focus.full_backend.setCurrentIndex(0)
+    assert focus.render_full_now().max() > 0

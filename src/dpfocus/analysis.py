@@ -164,17 +164,18 @@ class AnalysisCancelled(Exception):
     """Raised inside a backend when the caller stopped listening (the user pressed Cancel)."""
 
 
-def analyze_steps(pair: DPPair, backend: str = "classical", **options):
+def analyze_steps(pair: DPPair, backend: str = "classical", cancel=None, **options):
     """Generator form of :func:`analyze`: yields ``(fraction, message)``, returns the Analysis.
 
-    The backend runs in a helper thread and reports through its ``progress`` callback; closing the
-    generator (a cancelled worker) makes the next progress call raise :class:`AnalysisCancelled`.
+    The backend runs in a helper thread and reports through its ``progress`` callback. Setting
+    ``cancel`` (a ``threading.Event``), or closing the generator, makes the backend's next progress
+    call raise :class:`AnalysisCancelled`; the generator waits for the thread to end and raises it.
     """
     import queue
     import threading
 
     updates: queue.Queue = queue.Queue()
-    cancelled = threading.Event()
+    cancelled = cancel if cancel is not None else threading.Event()
     outcome: dict = {}
 
     def progress(fraction: float, message: str) -> None:
@@ -190,12 +191,26 @@ def analyze_steps(pair: DPPair, backend: str = "classical", **options):
         finally:
             updates.put(None)
 
-    threading.Thread(target=run, name="dpfocus-analysis", daemon=True).start()
+    # not a daemon: the interpreter waits for it rather than tearing numpy down under it
+    thread = threading.Thread(target=run, name="dpfocus-analysis")
+    thread.start()
     try:
-        while (item := updates.get()) is not None:
+        while True:
+            try:
+                item = updates.get(timeout=0.05)
+            except queue.Empty:
+                if cancelled.is_set():
+                    break
+                continue
+            if item is None:
+                break
             yield item
     finally:
-        cancelled.set()
+        if thread.is_alive():
+            cancelled.set()
+            thread.join()
+    if cancelled.is_set() and "analysis" not in outcome:
+        raise AnalysisCancelled(f"analysis of {pair.name} cancelled")
     if "error" in outcome:
         raise outcome["error"]
     return outcome["analysis"]

@@ -75,10 +75,17 @@ class FocusSession:
         """Preview image at 1/preview_scale resolution (display-encoded float32)."""
         return self.preview.render(self._require_target(), self.strength, self.tolerance)
 
-    def render_full(self) -> tuple[int, np.ndarray]:
-        """``(generation, image)``: compare the generation with :attr:`generation` before showing it."""
+    def render_full(self, analysis: Analysis | None = None) -> tuple[int, np.ndarray]:
+        """``(generation, image)``: compare the generation with :attr:`generation` before showing it.
+
+        ``analysis``: another backend's analysis of the same pair to render with (its all-in-focus
+        image and kernels); the target and controls stay this session's.
+        """
         generation = self.generation
-        return generation, render_refocus(self.analysis, self._require_target(), self.strength, self.tolerance)
+        analysis = analysis or self.analysis
+        if analysis.shape != self.analysis.shape:
+            raise FocusError("the analysis to render with belongs to a pair of another size")
+        return generation, render_refocus(analysis, self._require_target(), self.strength, self.tolerance)
 
     def is_current(self, generation: int) -> bool:
         return generation == self.generation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QLabeledDoubleSlider
 
-from ..analysis import Analysis, analyze_steps, backends
+from ..analysis import Analysis, AnalysisCancelled, analyze_steps, backends
 from ..io import DPPair, DPPairError
 from ..refocus import FocusError
 from ..session import FocusSession
@@ -154,6 +155,8 @@ class AnalysisWidget(QWidget):
         layout.addWidget(self.status)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)  # leave the height to the other docks
         self.worker = None
+        self._cancels: list[threading.Event] = []  # one per run; closing the dock cancels them all
+        self.destroyed.connect(lambda *_, cancels=self._cancels: [event.set() for event in cancels])
         self.last_analysis: Analysis | None = None
         self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button.clicked.connect(self.cancel)
@@ -255,25 +258,40 @@ class AnalysisWidget(QWidget):
         from napari.utils import progress
 
         bar = progress(total=100, desc=f"DP analysis: {pair.name}")
+        cancel = threading.Event()
+        self._cancels[:] = [cancel]
 
         @thread_worker
         def work():
-            result = yield from analyze_steps(pair, backend, **options)
+            try:
+                result = yield from analyze_steps(pair, backend, cancel=cancel, **options)
+            except AnalysisCancelled:
+                return None
             return result
 
         def on_progress(update: tuple[float, str]) -> None:
+            if cancel.is_set():
+                return
             bar.n = int(100 * update[0])
             bar.set_description(f"DP analysis: {update[1]}")
             bar.refresh()
             if self._alive[0]:
                 self._on_progress(update)
 
+        def on_error(exc: BaseException) -> None:
+            _notify(f"analysis of {pair.name} failed: {exc}")
+
+        def on_finished() -> None:
+            bar.close()
+            if cancel.is_set() and self._alive[0]:
+                self.status.setText(f"{pair.name}: cancelled")
+
         self.worker = work()
         self.worker.yielded.connect(on_progress)
-        self.worker.returned.connect(lambda analysis: self._alive[0] and self._on_done(analysis, pair.name, pair_id, backend))
-        self.worker.errored.connect(lambda exc: _notify(f"analysis of {pair.name} failed: {exc}"))
-        self.worker.aborted.connect(lambda: self._alive[0] and self.status.setText(f"{pair.name}: cancelled"))
-        self.worker.finished.connect(bar.close)
+        self.worker.returned.connect(lambda analysis: analysis is not None and self._alive[0]
+                                     and self._on_done(analysis, pair.name, pair_id, backend))
+        self.worker.errored.connect(on_error)
+        self.worker.finished.connect(on_finished)
         self.worker.finished.connect(self._on_finished)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -282,7 +300,8 @@ class AnalysisWidget(QWidget):
 
     def cancel(self) -> None:
         if self.worker is not None:
-            self.worker.quit()
+            for event in self._cancels:  # the backend stops at its next progress report
+                event.set()
             self.status.setText("cancelling...")
 
     def _on_progress(self, update: tuple[float, str]) -> None:
@@ -329,6 +348,9 @@ class FocusWidget(QWidget):
         self.tolerance.setSingleStep(0.1)
         self.tolerance.setToolTip("Disparity band (px) around the target that stays sharp")
         self.d_label = QLabel("d_trg: -")
+        self.full_backend = QComboBox()
+        self.full_backend.addItems(["same as the preview"] + backends())
+        self.full_backend.setToolTip("Whose all-in-focus image and kernels the full-quality render uses (that analysis must have run)")
         self.negative = QCheckBox("next clicks exclude (negative)")
         self.negative.setToolTip("Clicks on the focus points layer cut regions out of the mask (Shift+N)")
         self.text = QLineEdit()
@@ -356,6 +378,7 @@ class FocusWidget(QWidget):
         form.addRow("strength", self.strength)
         form.addRow("tolerance (px)", self.tolerance)
         form.addRow(self.d_label)
+        form.addRow("full render", self.full_backend)
         form.addRow(self.negative)
         text_row = QHBoxLayout()
         text_row.addWidget(self.text)
@@ -396,6 +419,7 @@ class FocusWidget(QWidget):
         self._prompt_workers: set = set()
         self.last_export: dict[str, Path] | None = None
         self.pair.currentTextChanged.connect(lambda _: (self._attach(), self._embed_current_image()))
+        self.full_backend.currentIndexChanged.connect(lambda _: self.session is not None and self.session.d_trg is not None and self._idle.start())
         self.strength.valueChanged.connect(self._controls_changed)
         self.tolerance.valueChanged.connect(self._controls_changed)
         self.negative.toggled.connect(self._negative_toggled)
@@ -713,9 +737,11 @@ class FocusWidget(QWidget):
             return
         from napari.qt.threading import thread_worker
 
+        render_with = self._full_render_analysis(s)
+
         @thread_worker
         def work():
-            return s.render_full()
+            return s.render_full(render_with)
 
         worker = work()
         worker.returned.connect(lambda result: self._alive[0] and self._full_done(s, result))
@@ -723,6 +749,17 @@ class FocusWidget(QWidget):
         worker.finished.connect(self._full_finished)
         self._full_worker = worker
         worker.start()
+
+    def _full_render_analysis(self, s: FocusSession) -> Analysis:
+        """The analysis the full render uses: the chosen backend's for this pair, when it has run."""
+        choice = self.full_backend.currentText()
+        if self.full_backend.currentIndex() == 0 or choice == s.analysis.backend:
+            return s.analysis
+        other = ANALYSES.get((s.analysis.meta.get("pair_id"), choice))
+        if other is None:
+            _notify(f"no {choice} analysis of {self.stem} yet: run it in the DP analysis dock; rendering with {s.analysis.backend}", error=False)
+            return s.analysis
+        return other
 
     def _full_finished(self) -> None:
         self._full_worker = None
@@ -741,7 +778,7 @@ class FocusWidget(QWidget):
         if s is None or s.d_trg is None:
             return None
         self._idle.stop()
-        result = s.render_full()
+        result = s.render_full(self._full_render_analysis(s))
         self._full_done(s, result)
         return result[1]
 
