@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout
 from ..analysis import Analysis
 from ..kernels import PixelKernels, crop_to_support, kernel_atlas, kernel_usage, pixel_kernels
 from ..refocus import FocusError
-from ._widgets import ANALYSES, EVENTS, _bind, _guarded, _info, _notify
+from ._widgets import EVENTS, _bind, _guarded, _info, _notify, analysed_pairs, refill_pair_box
 
 HISTOGRAM_DELAY_MS = 300
 FIGURE_BG, FIGURE_FG = "#262930", "#d1d2d4"  # napari's dark theme
@@ -79,21 +79,8 @@ class KernelInspectorWidget(QWidget):
         self.refresh_pairs(prefer=analysis.meta.get("pair_id"))
 
     def refresh_pairs(self, prefer: str | None = None) -> None:
-        present = {_info(layer).get("pair_id") for layer in self.viewer.layers}
-        self._analyses = {}
-        current = self.pair.currentText()
-        for (pair_id, _backend), analysis in ANALYSES.items():
-            if pair_id in present:
-                label = f"{analysis.meta.get('pair_name', pair_id)} ({analysis.backend})"
-                self._analyses[label] = (pair_id, analysis)
-                if pair_id == prefer:
-                    current = label
-        self.pair.blockSignals(True)
-        self.pair.clear()
-        self.pair.addItems(list(self._analyses))
-        if current in self._analyses:
-            self.pair.setCurrentText(current)
-        self.pair.blockSignals(False)
+        self._analyses = analysed_pairs(self.viewer)
+        refill_pair_box(self.pair, self._analyses, prefer)
         self._use_current()
 
     def _use_current(self) -> None:

@@ -108,6 +108,31 @@ def upsert_layer(viewer, data: Any, kwargs: dict, kind: str, pair_id: str | None
     return layer
 
 
+def analysed_pairs(viewer, latest_only: bool = False) -> dict[str, tuple[str, Analysis]]:
+    """``label -> (pair id, analysis)`` for the analysed pairs whose layers are in the viewer.
+
+    ``latest_only``: one entry per pair (its latest backend run), else one per (pair, backend).
+    """
+    present = {_info(layer).get("pair_id") for layer in viewer.layers}
+    by_key: dict[str, tuple[str, Analysis]] = {}
+    for (pair_id, backend), analysis in ANALYSES.items():
+        if pair_id in present:
+            by_key[pair_id if latest_only else f"{pair_id}|{backend}"] = (pair_id, analysis)
+    return {f"{a.meta.get('pair_name', pid)} ({a.backend})": (pid, a) for pid, a in by_key.values()}
+
+
+def refill_pair_box(combo: QComboBox, choices: dict[str, tuple[str, Analysis]], prefer: str | None = None) -> None:
+    """Refill a dock's pair box, keeping the current choice unless ``prefer`` (a pair id) is there."""
+    current = combo.currentText()
+    current = next((label for label, (pid, _) in choices.items() if pid == prefer), current)
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(list(choices))
+    if current in choices:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
+
+
 def _bind(viewer, key: str, action) -> None:
     try:
         viewer.bind_key(key, lambda _viewer: action(), overwrite=True)
@@ -455,26 +480,12 @@ class FocusWidget(QWidget):
 
     # -- which analysed pair we drive
     def refresh_pairs(self, prefer: str | None = None) -> None:
-        present = {_info(layer).get("pair_id") for layer in self.viewer.layers}
-        choices: dict[str, Analysis] = {}
-        for (pair_id, _backend), analysis in ANALYSES.items():
-            if pair_id in present:
-                choices[pair_id] = analysis  # the latest backend run for that pair
-        current = self.pair.currentText()
-        self.pair.blockSignals(True)
-        self.pair.clear()
-        self._names = {}
-        for pair_id, analysis in choices.items():
-            label = f"{analysis.meta.get('pair_name', pair_id)} ({analysis.backend})"
-            self._names[label] = pair_id
-            self.pair.addItem(label)
+        choices = analysed_pairs(self.viewer, latest_only=True)
+        self._names = {label: pair_id for label, (pair_id, _) in choices.items()}
+        for pair_id, analysis in choices.values():
             if pair_id not in self.sessions or self.sessions[pair_id].analysis is not analysis:
                 self.sessions[pair_id] = FocusSession(analysis)
-            if pair_id == prefer:
-                current = label
-        if current in self._names:
-            self.pair.setCurrentText(current)
-        self.pair.blockSignals(False)
+        refill_pair_box(self.pair, choices, prefer)
         self._attach()
 
     @property
