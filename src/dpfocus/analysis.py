@@ -17,7 +17,7 @@ import numpy as np
 from . import __version__
 from .io import DPPair, read_image, save_image, save_map
 
-__all__ = ["Analysis", "AnalysisCancelled", "register_backend", "backends", "analyze", "analyze_steps", "save_analysis", "load_analysis", "ANALYSIS_FILES"]
+__all__ = ["Analysis", "AnalysisCancelled", "BackendError", "register_backend", "backends", "analyze", "analyze_steps", "save_analysis", "load_analysis", "ANALYSIS_FILES"]
 
 ANALYSIS_FILES = {
     "disparity": "disparity.tif",
@@ -158,6 +158,10 @@ def analyze(pair: DPPair, backend: str = "classical", **options) -> Analysis:
         }
     )
     return result
+
+
+class BackendError(ValueError):
+    """A backend that cannot run as asked (missing or corrupt weights); one actionable line."""
 
 
 class AnalysisCancelled(Exception):

@@ -15,6 +15,7 @@ import numpy as np
 from . import __version__
 from .io import DPPair, DPPairError, load_pair, read_image, save_image
 
+from .analysis import BackendError
 from .refocus import FocusError
 
 EXIT_BAD_INPUT = 2
@@ -246,6 +247,36 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train the network (or render its training shards), resumable; see dpfocus.nn.train."""
+    from .nn.data import make_shards
+    from .nn.train import TrainConfig, train
+
+    if args.make_shards is not None:
+        first, count = args.make_shards
+        make_shards(args.output, first, count)
+        return 0
+    config_path = Path(args.config)
+    if not config_path.is_file():
+        builtin = Path(__file__).parent / "nn" / "configs" / f"{args.config}.json"
+        if not builtin.is_file():
+            raise UsageError(f"{args.config}: no such config file (or built-in: tiny, small)")
+        config_path = builtin
+    try:
+        cfg = TrainConfig.load(config_path)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{config_path}: not a training config ({exc})") from None
+    if args.steps is not None:
+        cfg.steps = args.steps
+    if args.shards is not None:
+        cfg.shards = args.shards
+    if cfg.shards and not sorted(Path(cfg.shards).glob("scenes_*.npz")):
+        raise UsageError(f"{cfg.shards}: no scenes_*.npz shards; render them with `dpfocus train --make-shards 0 2000 -o {cfg.shards}`")
+    weights = train(cfg, args.output, resume=not args.restart)
+    print(f"weights: {weights}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_report
 
@@ -335,6 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="count kernel usage inside this mask too")
     p.set_defaults(func=_cmd_kernels)
 
+    p = sub.add_parser("train", help="train the network on synthetic DP scenes (resumable), or render training shards")
+    p.add_argument("-o", "--output", required=True, help="run folder (checkpoint.pt, log.csv, config.json, weights.pt)")
+    p.add_argument("--config", default="small", help="config JSON, or a built-in name: tiny, small (default)")
+    p.add_argument("--steps", type=int, help="override the config's number of steps")
+    p.add_argument("--shards", help="folder of training shards (default: the config's; none = render on the fly)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the run folder")
+    p.add_argument("--make-shards", type=int, nargs=2, metavar=("FIRST", "COUNT"), help="render COUNT training scenes into -o and stop")
+    p.set_defaults(func=_cmd_train)
+
     p = sub.add_parser("evaluate", help="benchmark backends on held-out synthetic scenes (and DPDD folders)")
     p.add_argument("--backend", action="append", default=None, help="backend(s) to evaluate (default: all)")
     p.add_argument("--scenes", type=int, default=8, help="number of held-out synthetic scenes")
@@ -357,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (DPPairError, UsageError, FocusError) as exc:
+    except (DPPairError, UsageError, FocusError, BackendError) as exc:
         print(f"dpfocus {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -1,0 +1,1 @@
+"""The network backend: model, training, shipped weights, tiled inference (see backend.py)."""

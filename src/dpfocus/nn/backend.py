@@ -1,0 +1,224 @@
+"""The ``network`` backend: shipped weights, tiled inference, and the network's own refocus path.
+
+Registered with :func:`dpfocus.analysis.register_backend` when the package's weights file exists.
+Images of any size run in overlapping tiles blended with smooth ramps, so memory is bounded by
+the tile size and the result matches whole-image inference.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..analysis import Analysis, BackendError, register_backend
+from ..io import DPPair
+from .model import DPKernelNet, NetConfig
+from .train import WEIGHTS_FORMAT
+
+__all__ = ["WEIGHTS_PATH", "NetworkWeightsError", "load_network", "run_network", "network_backend", "network_refocus", "DEFAULT_TILE"]
+
+WEIGHTS_PATH = Path(__file__).parent / "weights" / "dpkernelnet.pt"
+DEFAULT_TILE = 512
+OVERLAP = 96  # px each side: the network's receptive field is about this wide
+TOP_K = 5
+
+
+class NetworkWeightsError(BackendError):
+    """A weights file that cannot be used; the message names the file and what to do."""
+
+
+def load_network(path: str | Path | None = None) -> DPKernelNet:
+    """Load weights written by :func:`dpfocus.nn.train.export_weights` (``weights_only=True``)."""
+    path = Path(path) if path is not None else WEIGHTS_PATH
+    if not path.is_file():
+        raise NetworkWeightsError(f"{path}: no such weights file; reinstall napari-dpfocus or train one with `dpfocus train`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or unsafe pickled objects
+        raise NetworkWeightsError(f"{path}: not a readable weights file ({type(exc).__name__}); re-export it with `dpfocus train`") from None
+    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
+        raise NetworkWeightsError(f"{path}: not a dpfocus network weights file; use one written by `dpfocus train`")
+    try:
+        net = DPKernelNet(NetConfig(**payload["config"]))
+        net.load_state_dict(payload["state_dict"])
+    except (TypeError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise NetworkWeightsError(f"{path}: weights do not match the network ({first}); use weights trained by this version") from None
+    net.eval()
+    net.info = json.loads(payload.get("info") or "{}")
+    return net
+
+
+@lru_cache(maxsize=2)
+def _shipped(path: str) -> DPKernelNet:
+    return load_network(path)
+
+
+def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    w = np.ones(n, np.float32)
+    if overlap > 0:
+        r = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        if not at_start:
+            w[:overlap] = np.minimum(w[:overlap], r)
+        if not at_end:
+            w[-overlap:] = np.minimum(w[-overlap:], r[::-1])
+    return w
+
+
+def _tiles(n: int, tile: int, overlap: int) -> list[int]:
+    if n <= tile:
+        return [0]
+    step = tile - 2 * overlap
+    starts = list(range(0, n - tile, step)) + [n - tile]
+    return sorted(set(starts))
+
+
+def run_network(net: DPKernelNet, left: np.ndarray, right: np.ndarray, tile: int | None = DEFAULT_TILE, progress=None) -> dict[str, np.ndarray]:
+    """Whole-image or tiled inference on H x W x 3 float32 views; maps at full resolution.
+
+    Returns aif (H x W x 3), disparity, confidence (H x W), weights (K x H/4 x W/4 as computed,
+    resampled to full res on demand) blended across tiles with smooth ramps.
+    """
+    h, w = left.shape[:2]
+    ph, pw = (-h) % 4, (-w) % 4
+    pad = lambda img: np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect") if (ph or pw) else img  # noqa: E731
+    lt, rt = pad(left), pad(right)
+    H, W = lt.shape[:2]
+    tile = int(tile) if tile else max(H, W)
+    tile = max(4 * ((tile + 3) // 4), 4 * ((2 * OVERLAP + 64 + 3) // 4))
+    overlap = OVERLAP if tile < max(H, W) else 0
+    ys, xs = _tiles(H, tile, overlap), _tiles(W, tile, overlap)
+    k = net.config.n_kernels
+    acc = {"aif": np.zeros((H, W, 3), np.float32), "disparity": np.zeros((H, W), np.float32),
+           "confidence": np.zeros((H, W), np.float32), "weights": np.zeros((k, H // 4, W // 4), np.float32)}
+    norm = np.zeros((H, W), np.float32)
+    norm4 = np.zeros((H // 4, W // 4), np.float32)
+    total, done = len(ys) * len(xs), 0
+    with torch.no_grad():
+        for y in ys:
+            for x in xs:
+                th, tw = min(tile, H - y), min(tile, W - x)
+                sl = (slice(y, y + th), slice(x, x + tw))
+                tl = torch.from_numpy(np.ascontiguousarray(lt[sl].transpose(2, 0, 1)))[None]
+                tr = torch.from_numpy(np.ascontiguousarray(rt[sl].transpose(2, 0, 1)))[None]
+                out = net(tl, tr)
+                wy = _ramp(th, overlap, y == 0, y + th == H)
+                wx = _ramp(tw, overlap, x == 0, x + tw == W)
+                wt = wy[:, None] * wx[None, :]
+                acc["aif"][sl] += out.aif[0].numpy().transpose(1, 2, 0) * wt[..., None]
+                acc["disparity"][sl] += out.disparity[0, 0].numpy() * wt
+                conf = F.interpolate(out.confidence, scale_factor=4, mode="bilinear", align_corners=False)
+                acc["confidence"][sl] += conf[0, 0].numpy() * wt
+                norm[sl] += wt
+                wt4 = wt[1::4, 1::4]
+                sl4 = (slice(y // 4, (y + th) // 4), slice(x // 4, (x + tw) // 4))
+                acc["weights"][:, sl4[0], sl4[1]] += out.weights[0].numpy() * wt4
+                norm4[sl4] += wt4
+                done += 1
+                if progress is not None:
+                    progress(0.05 + 0.85 * done / total, f"network tile {done}/{total}")
+    result = {"aif": (acc["aif"] / norm[..., None])[:h, :w],
+              "disparity": (acc["disparity"] / norm)[:h, :w],
+              "confidence": (acc["confidence"] / norm)[:h, :w],
+              "weights": acc["weights"] / np.maximum(norm4, 1e-6)}  # padded grid: H/4 x W/4
+    return result
+
+
+def image_space_bank(net: DPKernelNet) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The learned set as image-space kernels, sorted by signed CoC: (order, cocs, left, right).
+
+    Each entry is learned at 1/4 resolution; the image-space PSF it stands for is that kernel
+    resampled x4 (area-preserving), normalised to sum to one.
+    """
+    with torch.no_grad():
+        kl, kr, _ = net.kernels()
+        cocs = net.kernel_cocs().numpy()
+        up = lambda k: F.interpolate(k[:, None], scale_factor=4, mode="bilinear", align_corners=False)[:, 0]  # noqa: E731
+        left, right = up(kl).numpy(), up(kr).numpy()
+    left /= left.sum((1, 2), keepdims=True)
+    right /= right.sum((1, 2), keepdims=True)
+    order = np.argsort(cocs, kind="stable")
+    return order, cocs[order].astype(np.float32), left[order].astype(np.float32), right[order].astype(np.float32)
+
+
+def _rgb(img: np.ndarray) -> np.ndarray:
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+
+
+def network_backend(pair: DPPair, progress=None, tile: int | None = None, weights: str | Path | None = None, **_ignored) -> Analysis:
+    """Analyse a pair with the shipped network (see the module docstring)."""
+    t0 = time.perf_counter()
+    net = _shipped(str(weights or WEIGHTS_PATH))
+    if progress is not None:
+        progress(0.02, "network: loading")
+    out = run_network(net, _rgb(pair.left).astype(np.float32), _rgb(pair.right).astype(np.float32), tile or DEFAULT_TILE, progress)
+    t1 = time.perf_counter()
+    order, cocs, bank_l, bank_r = image_space_bank(net)
+    h, w = pair.shape[:2]
+    weights = torch.from_numpy(np.ascontiguousarray(out["weights"][order])[None])  # entries in CoC order
+    weights = F.interpolate(weights, scale_factor=4, mode="bilinear", align_corners=False)[0, :, :h, :w].numpy()
+    top = np.argsort(-weights, axis=0)[:TOP_K]
+    top_w = np.take_along_axis(weights, top, axis=0)
+    top_w /= top_w.sum(0, keepdims=True)
+    aif = np.clip(out["aif"], 0, 1)
+    aif = aif.mean(axis=2) if pair.left.ndim == 2 else aif
+    J = float(net.J.detach())
+    analysis = Analysis(
+        disparity=out["disparity"].astype(np.float32),
+        confidence=np.clip(out["confidence"], 0, 1).astype(np.float32),
+        coc=(J * out["disparity"]).astype(np.float32),
+        kernel_index=top[0].astype(np.uint16),
+        kernel_cocs=cocs,
+        kernels_left=bank_l,
+        kernels_right=bank_r,
+        aif=aif.astype(np.float32),
+        coc_per_disparity=J,
+        backend="network",
+        meta={"timings": {"network_s": t1 - t0, "bank_s": time.perf_counter() - t1}, "tile": tile or DEFAULT_TILE,
+              "weights": str(weights or WEIGHTS_PATH), "training": getattr(net, "info", {})},
+        kernel_weights_topk=(top.transpose(1, 2, 0).astype(np.int16), top_w.transpose(1, 2, 0).astype(np.float32)),
+    )
+    if progress is not None:
+        progress(1.0, "network: done")
+    return analysis
+
+
+def network_refocus(pair: DPPair, mask: np.ndarray, strength: float = 1.0, weights: str | Path | None = None) -> tuple[float, np.ndarray]:
+    """The network's own full-quality refocus (reblur path, whole image): ``(d_trg, image)``.
+
+    ``F_D`` is shifted by its mean over the mask, ``C' = strength J (d - d_trg)`` picks target
+    kernels, and the same kernel set reblurs the network's all-in-focus image.
+    """
+    from ..refocus import FocusError
+
+    net = _shipped(str(weights or WEIGHTS_PATH))
+    mask = np.asarray(mask) > 0
+    if mask.shape != pair.shape[:2] or not mask.any():
+        raise FocusError("the focus mask must be a non-empty mask of the pair's size")
+    left, right = _rgb(pair.left).astype(np.float32), _rgb(pair.right).astype(np.float32)
+    h, w = left.shape[:2]
+    ph, pw = (-h) % 4, (-w) % 4
+    pad = lambda img: np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect")  # noqa: E731
+    tl = torch.from_numpy(pad(left).transpose(2, 0, 1).copy())[None]
+    tr = torch.from_numpy(pad(right).transpose(2, 0, 1).copy())[None]
+    m = torch.from_numpy(np.pad(mask, ((0, ph), (0, pw))).astype(np.float32))[None, None]
+    with torch.no_grad():
+        out = net(tl, tr)
+        d_trg = float(out.disparity[0, 0][: h, : w][torch.from_numpy(mask)].mean())
+        mask4 = F.avg_pool2d(m, 4) > 0.5
+        if not mask4.any():
+            mask4 = F.max_pool2d(m, 4) > 0
+        weights4 = net.refocus_weights(out, mask4, d_trg, strength)
+        img = net.reblur(out.aif.clamp(0, 1), weights4)[0].numpy().transpose(1, 2, 0)[:h, :w]
+    img = np.clip(img, 0, 1)
+    return d_trg, (img.mean(axis=2) if pair.left.ndim == 2 else img)
+
+
+if WEIGHTS_PATH.is_file():
+    register_backend("network")(network_backend)

@@ -1,0 +1,146 @@
+"""Synthetic DP training data from the project's scene generator (never the benchmark's seeds).
+
+Scenes are randomised widely so the network transfers: PSF shape (split softness, rim, fall-off),
+blur from phone-small to DSLR-large (|CoC| up to 25 px), noise, left/right gain ramps, grey and RGB,
+8 and 16 bit. :func:`make_shards` renders scenes into ``.npz`` shards (uint16 images) so training
+can reuse them; :class:`SceneSampler` draws random crops from shards or renders on the fly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..evaluate import HELD_OUT_SEED
+from ..scenes import SceneConfig, generate_scene
+
+__all__ = ["TRAIN_SEED_OFFSET", "training_config", "render_training_scene", "make_shards", "SceneSampler", "Batch"]
+
+TRAIN_SEED_OFFSET = 100_000  # training seeds: TRAIN_SEED_OFFSET + i, far from samples and the benchmark
+
+
+def training_config(rng: np.random.Generator, height: int, width: int, max_coc: float = 25.0) -> SceneConfig:
+    """One scene's randomised generator settings."""
+    top = float(rng.uniform(2.0, max_coc))
+    return SceneConfig(
+        height=height,
+        width=width,
+        max_coc=(min(1.0, top), top),
+        grey_probability=0.25,
+        noise_shot=(1e-5, 8e-3),
+        noise_read=(1e-8, 1e-4),
+        vignetting=(0.0, 0.2),
+        bit_depth=int(rng.choice([8, 16])),
+        with_refocus=False,
+    )
+
+
+def render_training_scene(seed: int, height: int = 192, width: int = 256, max_coc: float = 25.0) -> dict:
+    """One training scene as arrays: left, right, aif (H x W x 3; grey repeated), disparity, coc, J."""
+    if HELD_OUT_SEED <= seed < HELD_OUT_SEED + 100_000:
+        raise ValueError(f"seed {seed} is a benchmark seed; training never uses {HELD_OUT_SEED}+")
+    rng = np.random.default_rng(seed + 7)
+    scene = generate_scene(seed, training_config(rng, height, width, max_coc))
+
+    def rgb(img: np.ndarray) -> np.ndarray:
+        return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+
+    return {
+        "left": rgb(scene.left),
+        "right": rgb(scene.right),
+        "aif": rgb(scene.aif),
+        "combined": rgb(scene.combined),
+        "disparity": scene.disparity.astype(np.float32),
+        "coc": scene.coc.astype(np.float32),
+        "J": np.float32(scene.coc_per_disparity),
+        "grey": scene.left.ndim == 2,
+    }
+
+
+def make_shards(out_dir: str | Path, first: int, count: int, per_shard: int = 200, height: int = 192, width: int = 256, log=print) -> list[Path]:
+    """Render ``count`` training scenes (seeds ``TRAIN_SEED_OFFSET + first + i``) into npz shards."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for start in range(first, first + count, per_shard):
+        path = out / f"scenes_{start:07d}.npz"
+        if path.exists():
+            written.append(path)
+            continue
+        scenes = [render_training_scene(TRAIN_SEED_OFFSET + s, height, width) for s in range(start, min(start + per_shard, first + count))]
+        arrays = {key: np.stack([s[key] for s in scenes]) for key in ("left", "right", "aif", "combined")}
+        arrays = {k: np.round(v * 65535).astype(np.uint16) for k, v in arrays.items()}
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays, disparity=np.stack([s["disparity"] for s in scenes]).astype(np.float16),
+                 coc=np.stack([s["coc"] for s in scenes]).astype(np.float16), J=np.array([s["J"] for s in scenes], np.float32))
+        tmp.rename(path)
+        written.append(path)
+        log(f"{path.name}: {len(scenes)} scenes")
+    return written
+
+
+@dataclass
+class Batch:
+    """A training batch (N x 3 x H x W float32 images in [0, 1]; disparity/coc N x 1 x H x W, px)."""
+
+    left: np.ndarray
+    right: np.ndarray
+    aif: np.ndarray
+    combined: np.ndarray
+    disparity: np.ndarray
+    coc: np.ndarray
+    J: np.ndarray
+
+
+class SceneSampler:
+    """Random crops (with flips that keep DP geometry) from shards, or from scenes rendered now.
+
+    A horizontal flip must also swap the views (the mirrored left kernel is the right one); then
+    ``B_R(x) = B_L(x - d)`` holds with the same signed disparity and CoC. A vertical flip is free.
+    """
+
+    def __init__(self, shards: list[Path] | None, seed: int = 0, crop: int = 128, scene_size: tuple[int, int] = (192, 256)) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.crop = crop
+        self.scene_size = scene_size
+        self.data = None
+        self._next_seed = 5_000_000 + seed * 100_000  # on-the-fly scenes never overlap the shards
+        if shards:
+            parts = [dict(np.load(p)) for p in shards]
+            self.data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def __len__(self) -> int:
+        return 0 if self.data is None else len(self.data["J"])
+
+    def _scene(self) -> dict:
+        if self.data is not None:
+            i = int(self.rng.integers(len(self)))
+            return {k: self.data[k][i] for k in self.data}
+        self._next_seed += 1
+        s = render_training_scene(TRAIN_SEED_OFFSET + self._next_seed, *self.scene_size)
+        return {k: (np.round(v * 65535).astype(np.uint16) if k in ("left", "right", "aif", "combined") else v) for k, v in s.items()}
+
+    def batch(self, size: int) -> Batch:
+        cols: dict[str, list] = {k: [] for k in ("left", "right", "aif", "combined", "disparity", "coc", "J")}
+        for _ in range(size):
+            s = self._scene()
+            h, w = s["disparity"].shape
+            y = int(self.rng.integers(0, h - self.crop + 1))
+            x = int(self.rng.integers(0, w - self.crop + 1))
+            sl = (slice(y, y + self.crop), slice(x, x + self.crop))
+            item = {k: s[k][sl].astype(np.float32) for k in ("left", "right", "aif", "combined", "disparity", "coc")}
+            for k in ("left", "right", "aif", "combined"):
+                item[k] /= 65535.0
+            if self.rng.uniform() < 0.5:  # mirror + swap views: same signed disparity and CoC
+                item = {k: v[:, ::-1] for k, v in item.items()}
+                item["left"], item["right"] = item["right"], item["left"]
+            if self.rng.uniform() < 0.5:
+                item = {k: v[::-1] for k, v in item.items()}
+            for k in ("left", "right", "aif", "combined"):
+                cols[k].append(np.ascontiguousarray(item[k].transpose(2, 0, 1)))
+            for k in ("disparity", "coc"):
+                cols[k].append(np.ascontiguousarray(item[k])[None])
+            cols["J"].append(np.float32(s["J"]))
+        return Batch(**{k: np.stack(v).astype(np.float32) for k, v in cols.items()})

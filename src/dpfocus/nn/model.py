@@ -1,0 +1,266 @@
+"""A compact disparity-aware kernel-estimation network for DP deblurring (K3DN-style).
+
+Data flow (all convolutions small; the heavy parts run at 1/4 resolution):
+
+* **Encoder.** A shared feature extractor on each view (1/4 res) for matching, and a pair encoder
+  on ``[L, R]`` (a skip at 1/2 res, features ``F`` at 1/4 res) for restoration; full resolution is
+  only pixel-(un)shuffled, every convolution runs at 1/2 or 1/4 resolution.
+* **Disparity.** A correlation cost volume over horizontal shifts ``s`` (``f_L(x)`` against
+  ``f_R(x + s)``, since ``B_R(x) = B_L(x - d)``), a head giving ``F_G`` and shift logits; the signed
+  disparity (px, full res) is the soft-argmax refined by a residual. The normalised disparity feature
+  is ``F_D = 2 tanh(Norm(F_G) / rho) - 1`` (Norm per pixel over channels); CoC features ``F_init = J F_D`` are fused with ``F_G``.
+* **Kernel set.** N trainable left kernels; ``K_R = flip_x(K_L)`` by construction, ``K = (K_L + K_R)/2``
+  (so every entry is left/right symmetric). Entries start as DP kernels at evenly spaced signed CoC.
+* **Retrieval.** Per pixel, softmax over the N entries of ``-(C - c_n)^2 / (2 s^2) + h_n(F_D, F_init)``
+  with ``C = J d`` and ``c_n`` each entry's own CoC (from its centroid separation): argmax is the
+  kernel index, the weights feed the inspector.
+* **PSF block.** ``F`` is deblurred with each entry's regularised Fourier inverse
+  ``F^-1(conj(F(K)) / (|F(K)|^2 + eps |F(grad)|^2))`` as a depthwise convolution, blended by the weights.
+* **SRP block.** A local attention gate over a 3x3 neighbourhood of ``[F, F_deblurred, F_D]`` keeps
+  regions that were already sharp from being over-sharpened.
+* **Decoder** to a residual on the combined photo ``(L + R) / 2``: the all-in-focus image.
+* **Reblur path** (no parameters of its own): the same kernels, applied forward to the features of
+  a sharp image with the retrieval weights of a (possibly shifted) CoC map, decoded by the same
+  decoder. In training it re-creates the blurred photo from the sharp target; at test time, with
+  ``F_D - mean_mask(F_D)`` and ``d - d_trg``, it renders the refocused image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["NetConfig", "DPKernelNet", "NetOutput"]
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture and ablation switches (stored with the weights)."""
+
+    width: int = 32  # feature channels at 1/4 resolution
+    match_width: int = 24  # matching features
+    max_shift: int = 8  # cost volume range at 1/4 res (+-32 px at full res)
+    n_kernels: int = 12
+    kernel_size: int = 13  # at 1/4 res
+    max_coc: float = 24.0  # the initial bank spans +-max_coc px (full res)
+    rho: float = 1.0
+    psf_block: bool = True
+    srp_block: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _pixel_norm(x: torch.Tensor) -> torch.Tensor:
+    """Normalise over channels at each pixel (no image statistics: tiles give the same result)."""
+    mean = x.mean(1, keepdim=True)
+    return (x - mean) / (x.var(1, keepdim=True, unbiased=False) + 1e-5).sqrt()
+
+
+def _conv(cin: int, cout: int, stride: int = 1, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2), nn.LeakyReLU(0.1, inplace=True))
+
+
+class _Res(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(c, c, 3, 1, 1)
+        self.b = nn.Conv2d(c, c, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.b(F.leaky_relu(self.a(x), 0.1))
+
+
+@dataclass
+class NetOutput:
+    aif: torch.Tensor  # N x 3 x H x W
+    disparity: torch.Tensor  # N x 1 x H x W, px (full res)
+    coc: torch.Tensor  # J * disparity
+    weights: torch.Tensor  # N x K x H/4 x W/4 retrieval weights
+    confidence: torch.Tensor  # N x 1 x H/4 x W/4 in [0, 1]
+    f_d: torch.Tensor  # normalised disparity feature (1/4 res)
+    feats: dict  # what the reblur path reuses
+
+
+def _dp_kernel_init(n: int, size: int, max_coc: float) -> tuple[np.ndarray, np.ndarray]:
+    """Left DP kernels at evenly spaced signed CoC (at 1/4 res), and those CoCs (full res px)."""
+    from ..optics import DPPSF
+
+    psf = DPPSF(split_softness=0.15)
+    cocs = np.linspace(-max_coc, max_coc, n).astype(np.float32)
+    out = np.zeros((n, size, size), np.float32)
+    for i, c in enumerate(cocs):
+        kl, _ = psf.kernels(float(c) / 4)
+        s = kl.shape[0]
+        if s > size:
+            lo = (s - size) // 2
+            kl = kl[lo : lo + size, lo : lo + size]
+        lo = (size - kl.shape[0]) // 2
+        out[i, lo : lo + kl.shape[0], lo : lo + kl.shape[1]] = kl
+        out[i] /= out[i].sum()
+    return out, cocs
+
+
+class DPKernelNet(nn.Module):
+    """See the module docstring. ``forward(left, right)`` takes N x 3 x H x W in [0, 1], H, W % 4 == 0."""
+
+    def __init__(self, config: NetConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config or NetConfig()
+        w, m = c.width, c.match_width
+        # full resolution is only ever touched by (un)shuffling pixels: the convolutions start at 1/2
+        self.match = nn.Sequential(nn.PixelUnshuffle(2), _conv(12, 16), _conv(16, m, 2), nn.Conv2d(m, m, 3, 1, 1))
+        self.enc2 = nn.Sequential(nn.PixelUnshuffle(2), _conv(24, 24))
+        self.enc4 = nn.Sequential(_conv(24, w, 2), _Res(w))
+        n_shift = 2 * c.max_shift + 1
+        self.disp_head = nn.Sequential(_conv(n_shift + m, w), _conv(w, w), _Res(w))
+        self.shift_logits = nn.Conv2d(w, n_shift, 3, 1, 1)
+        self.disp_residual = nn.Conv2d(w, 1, 3, 1, 1)
+        self.fuse = nn.Sequential(_conv(2 * w, w), nn.Conv2d(w, w, 3, 1, 1))
+        self.retrieval = nn.Sequential(_conv(w, w // 2), nn.Conv2d(w // 2, c.n_kernels, 3, 1, 1))
+        init, cocs = _dp_kernel_init(c.n_kernels, c.kernel_size, c.max_coc)
+        self.kernel_logits = nn.Parameter(torch.from_numpy(np.log(init + 1e-4)))
+        self.log_sharpness = nn.Parameter(torch.tensor(math.log(2.0 * (cocs[1] - cocs[0]))))
+        self.log_eps = nn.Parameter(torch.tensor(math.log(1e-2)))
+        self.J = nn.Parameter(torch.tensor(1.0))  # CoC per disparity, fitted in training
+        self.srp = nn.Sequential(_conv(3 * w, w // 2), nn.Conv2d(w // 2, w, 1))
+        self.post = _Res(w)
+        self.dec2 = nn.Sequential(_conv(w + 24, 24), nn.Conv2d(24, 12, 3, 1, 1), nn.PixelShuffle(2))
+
+    # -- kernels
+    def kernels(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Left, right and combined kernels (N x S x S at 1/4 res), each summing to one."""
+        kl = torch.softmax(self.kernel_logits.flatten(1), dim=1).view_as(self.kernel_logits)
+        kr = torch.flip(kl, dims=[-1])  # K_R = flip_x(K_L): symmetric by construction
+        return kl, kr, (kl + kr) / 2
+
+    def kernel_cocs(self) -> torch.Tensor:
+        """Each entry's signed CoC (full-res px): J times its left/right centroid separation."""
+        kl, kr, _ = self.kernels()
+        x = torch.arange(kl.shape[-1], dtype=kl.dtype, device=kl.device)
+        cx_l = (kl.sum(1) * x).sum(-1)
+        cx_r = (kr.sum(1) * x).sum(-1)
+        return self.J.detach() * 4 * (cx_r - cx_l)
+
+    def inverse_kernels(self, k: torch.Tensor) -> torch.Tensor:
+        """Regularised Fourier inverses of the combined kernels (N x S x S).
+
+        ``conj(F(K)) / (|F(K)|^2 + eps |F(grad)|^2)`` (a gradient prior keeps the inverse compact),
+        cropped to S x S with a Hann window and rescaled to unit DC gain.
+        """
+        n, s, _ = k.shape
+        size = 4 * s
+        padded = torch.zeros(n, size, size, dtype=k.dtype, device=k.device)
+        padded[:, :s, :s] = k
+        padded = torch.roll(padded, shifts=(-(s // 2), -(s // 2)), dims=(1, 2))
+        fk = torch.fft.rfft2(padded)
+        fy = torch.fft.fftfreq(size, dtype=k.dtype, device=k.device).view(-1, 1)
+        fx = torch.fft.rfftfreq(size, dtype=k.dtype, device=k.device).view(1, -1)
+        grad2 = 4 * torch.sin(math.pi * fy) ** 2 + 4 * torch.sin(math.pi * fx) ** 2
+        inv = torch.fft.irfft2(torch.conj(fk) / (fk.abs() ** 2 + self.log_eps.exp() * grad2), s=(size, size))
+        inv = torch.roll(inv, shifts=(s // 2, s // 2), dims=(1, 2))[:, :s, :s]
+        hann = torch.hann_window(s + 2, periodic=False, dtype=k.dtype, device=k.device)[1:-1]
+        inv = inv * (hann[:, None] * hann[None, :])
+        return inv / inv.sum((1, 2), keepdim=True)
+
+    @staticmethod
+    def _apply_bank(feat: torch.Tensor, bank: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``sum_n weights_n * (feat * bank_n)``: a spatially varying kernel per pixel.
+
+        With gradients, one blended kernel per pixel applied to unfolded patches (fast backward);
+        without (inference), one depthwise convolution per entry (little memory). Same result.
+        """
+        n_b, c, h, w = feat.shape
+        s = bank.shape[-1]
+        padded = F.pad(feat, (s // 2,) * 4, mode="replicate")
+        if torch.is_grad_enabled():
+            per_pixel = torch.einsum("bnl,nk->bkl", weights.flatten(2), bank.flatten(1))
+            patches = F.unfold(padded, s).view(n_b, c, s * s, h * w)
+            return (patches * per_pixel[:, None]).sum(2).view(n_b, c, h, w)
+        out = torch.zeros_like(feat)
+        for i in range(bank.shape[0]):
+            out += weights[:, i : i + 1] * F.conv2d(padded, bank[i].expand(c, 1, s, s), groups=c)
+        return out
+
+    # -- disparity
+    def _cost_volume(self, fl: torch.Tensor, fr: torch.Tensor) -> torch.Tensor:
+        s = self.config.max_shift
+        padded = F.pad(fr, (s, s, 0, 0), mode="replicate")
+        w = fl.shape[-1]
+        costs = [(fl * padded[..., s + k : s + k + w]).mean(1, keepdim=True) for k in range(-s, s + 1)]
+        return torch.cat(costs, 1)
+
+    def retrieve(self, coc4: torch.Tensor, f_d: torch.Tensor, f_g: torch.Tensor) -> torch.Tensor:
+        """Softmax retrieval weights from a CoC map (1/4 res) and the disparity features."""
+        f_init = self.J * f_d  # CoC features
+        fused = self.fuse(torch.cat([f_g, f_init], 1))
+        centres = self.kernel_cocs().view(1, -1, 1, 1)
+        prior = -((coc4 - centres) ** 2) / (2 * self.log_sharpness.exp() ** 2)
+        return torch.softmax(prior + self.retrieval(fused), dim=1)
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> NetOutput:
+        c = self.config
+        fl, fr = self.match(left), self.match(right)
+        cost = self._cost_volume(F.normalize(fl, dim=1), F.normalize(fr, dim=1))
+        f_g = self.disp_head(torch.cat([cost, fl], 1))
+        logits = self.shift_logits(f_g)
+        prob = torch.softmax(logits, 1)
+        shifts = torch.arange(-c.max_shift, c.max_shift + 1, dtype=left.dtype, device=left.device).view(1, -1, 1, 1)
+        disp4 = 4 * (prob * shifts).sum(1, keepdim=True) + self.disp_residual(f_g)  # full-res px
+        confidence = prob.max(1, keepdim=True).values
+        f_d = 2 * torch.tanh(_pixel_norm(f_g) / c.rho) - 1
+        coc4 = self.J * disp4
+        weights = self.retrieve(coc4, f_d, f_g)
+        # restoration
+        combined = (left + right) / 2
+        e2 = self.enc2(torch.cat([left, right], 1))
+        feat = self.enc4(e2)
+        aif = self._decode(self._restore(feat, weights, f_d), e2, combined)
+        disparity = F.interpolate(disp4, scale_factor=4, mode="bilinear", align_corners=False)
+        return NetOutput(aif, disparity, self.J * disparity, weights, confidence, f_d,
+                         {"f_g": f_g, "disp4": disp4})
+
+    def _restore(self, feat: torch.Tensor, weights: torch.Tensor, f_d: torch.Tensor) -> torch.Tensor:
+        if self.config.psf_block:
+            _, _, k = self.kernels()
+            deblurred = self._apply_bank(feat, self.inverse_kernels(k), weights)
+        else:
+            deblurred = feat
+        if self.config.srp_block:
+            gate = torch.sigmoid(self.srp(torch.cat([feat, deblurred, f_d], 1)))
+            deblurred = gate * deblurred + (1 - gate) * feat
+        return self.post(deblurred)
+
+    def _decode(self, feat: torch.Tensor, e2: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        up2 = F.interpolate(feat, scale_factor=2, mode="bilinear", align_corners=False)
+        return base + self.dec2(torch.cat([up2, e2], 1))
+
+    def reblur(self, sharp: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The reblur path: blur a sharp image's features with the same kernels, decode (no new parameters)."""
+        e2 = self.enc2(torch.cat([sharp, sharp], 1))
+        feat = self.enc4(e2)
+        _, _, k = self.kernels()
+        blurred = self._apply_bank(feat, k, weights)
+        return self._decode(self.post(blurred), e2, _blur_image(sharp, k, weights, self.kernel_cocs()))
+
+    def refocus_weights(self, out: NetOutput, mask4: torch.Tensor, d_trg: float, strength: float = 1.0) -> torch.Tensor:
+        """Retrieval weights for focus at ``d_trg``: ``F_D - mean_mask(F_D)`` and ``C' = strength J (d - d_trg)``."""
+        f_d = out.f_d
+        m = mask4.to(f_d.dtype)
+        mean = (f_d * m).sum((2, 3), keepdim=True) / m.sum((2, 3), keepdim=True).clamp(min=1)
+        coc4 = strength * self.J * (out.feats["disp4"] - d_trg)
+        return self.retrieve(coc4, f_d - mean, out.feats["f_g"])
+
+
+def _blur_image(img: torch.Tensor, k: torch.Tensor, weights: torch.Tensor, cocs: torch.Tensor) -> torch.Tensor:
+    """Image-space blur by the bank at 1/4 res; detail above that scale survives only where in focus."""
+    low = F.avg_pool2d(img, 4)
+    up = lambda t: F.interpolate(t, size=img.shape[-2:], mode="bilinear", align_corners=False)  # noqa: E731
+    detail = img - up(low)
+    sharp_weight = (weights * torch.exp(-((cocs.view(1, -1, 1, 1) / 4) ** 2))).sum(1, keepdim=True)
+    return up(DPKernelNet._apply_bank(low, k, weights)) + detail * up(sharp_weight)

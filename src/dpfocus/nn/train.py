@@ -1,0 +1,132 @@
+"""Training: synthetic DP scenes, the seeds' loss, resumable checkpoints, a loss log, a config file.
+
+``L = L_deb + L_reb + lambda_coc L_coc + lambda_grad L_coc^grad``: L1 of the all-in-focus image,
+L1 of the reblurred sharp target against the captured photo (the reblur path shares the kernels),
+L1 of the CoC map and of its gradients.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import SceneSampler
+from .model import DPKernelNet, NetConfig
+
+__all__ = ["TrainConfig", "train", "export_weights", "WEIGHTS_FORMAT"]
+
+WEIGHTS_FORMAT = "dpfocus-network"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch: int = 8
+    crop: int = 128
+    lr: float = 2e-3
+    lambda_coc: float = 0.05
+    lambda_grad: float = 0.05
+    reblur_loss: bool = True
+    seed: int = 0
+    shards: str | None = None  # folder of npz shards (dpfocus.nn.data.make_shards); None: render on the fly
+    checkpoint_every: int = 100
+    threads: int = 2
+    net: dict = field(default_factory=dict)  # NetConfig fields
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def _grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def losses(net: DPKernelNet, batch, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    t = {k: torch.from_numpy(getattr(batch, k)) for k in ("left", "right", "aif", "combined", "coc")}
+    out = net(t["left"], t["right"])
+    terms = {"deblur": F.l1_loss(out.aif, t["aif"])}
+    if cfg.reblur_loss:
+        terms["reblur"] = F.l1_loss(net.reblur(t["aif"], out.weights), t["combined"])
+    terms["coc"] = cfg.lambda_coc * F.l1_loss(out.coc, t["coc"])
+    gx, gy = _grad(out.coc)
+    tx, ty = _grad(t["coc"])
+    terms["coc_grad"] = cfg.lambda_grad * (F.l1_loss(gx, tx) + F.l1_loss(gy, ty))
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print) -> Path:
+    """Train (or resume) into ``out_dir``: checkpoint.pt, log.csv, config.json, weights.pt at the end."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    net = DPKernelNet(NetConfig(**cfg.net))
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    warmup = max(1, cfg.steps // 20)
+
+    def lr_factor(i: int) -> float:  # warm-up, then cosine to zero at cfg.steps (a longer resume stretches it)
+        return min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, cfg.steps) / cfg.steps))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    step = 0
+    ckpt = out / "checkpoint.pt"
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step = state["step"]
+        np_state = state["sampler_rng"]
+        log(f"resumed at step {step}")
+    shards = sorted(Path(cfg.shards).glob("scenes_*.npz")) if cfg.shards else None
+    sampler = SceneSampler(shards, seed=cfg.seed, crop=cfg.crop)
+    if step:
+        sampler.rng.bit_generator.state = np_state
+    new_log = not (out / "log.csv").exists() or step == 0
+    with open(out / "log.csv", "w" if new_log else "a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new_log:
+            writer.writerow(["step", "total", "deblur", "reblur", "coc", "coc_grad", "lr", "seconds"])
+        t0 = time.perf_counter()
+        while step < cfg.steps:
+            net.train()
+            terms = losses(net, sampler.batch(cfg.batch), cfg)
+            opt.zero_grad()
+            terms["total"].backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            writer.writerow([step] + [f"{float(terms[k].detach()) if k in terms else 0.0:.5f}" for k in ("total", "deblur", "reblur", "coc", "coc_grad")]
+                            + [f"{sched.get_last_lr()[0]:.2e}", f"{time.perf_counter() - t0:.1f}"])
+            if step % 10 == 0:
+                fh.flush()
+                log(f"step {step}/{cfg.steps}: " + ", ".join(f"{k} {float(v):.4f}" for k, v in terms.items()))
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                tmp = ckpt.with_suffix(".tmp")
+                torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "step": step, "sampler_rng": sampler.rng.bit_generator.state}, tmp)
+                tmp.replace(ckpt)
+    return export_weights(net, out / "weights.pt", {"steps": step, "train_config": asdict(cfg)})
+
+
+def export_weights(net: DPKernelNet, path: str | Path, info: dict | None = None) -> Path:
+    """The shipped file: tensors and plain values only, so ``torch.load(weights_only=True)`` reads it."""
+    path = Path(path)
+    payload = {"format": WEIGHTS_FORMAT, "version": 1, "config": net.config.to_dict(),
+               "state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()}, "info": json.dumps(info or {})}
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,172 @@
+"""The network backend: kernel set constraints, PSF block round trip, training, shipped weights, tiling."""
+
+import numpy as np
+import pytest
+import torch
+
+from dpfocus.analysis import analyze, backends
+from dpfocus.cli import main
+from dpfocus.evaluate import psnr, spearman
+from dpfocus.nn.backend import WEIGHTS_PATH, NetworkWeightsError, load_network, network_refocus, run_network
+from dpfocus.nn.data import SceneSampler, render_training_scene
+from dpfocus.nn.model import DPKernelNet, NetConfig
+from dpfocus.nn.train import TrainConfig, export_weights, losses
+from dpfocus.samples import load_ground_truth, load_sample
+
+TINY = NetConfig(width=16, match_width=8, n_kernels=6, kernel_size=9)
+
+
+def test_kernel_set_is_left_right_symmetric_and_normalised():
+    net = DPKernelNet(TINY)
+    kl, kr, k = net.kernels()
+    assert kl.shape == (6, 9, 9)
+    torch.testing.assert_close(kr, torch.flip(kl, dims=[-1]))
+    torch.testing.assert_close(k, torch.flip(k, dims=[-1]))
+    torch.testing.assert_close(kl.sum((1, 2)), torch.ones(6))
+    cocs = net.kernel_cocs()
+    assert torch.all(cocs[1:] > cocs[:-1]) and cocs[0] < 0 < cocs[-1]  # both signs of defocus
+
+
+def test_retrieval_weights_sum_to_one_and_outputs_have_the_input_size():
+    net = DPKernelNet(TINY)
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        out = net(x, torch.roll(x, 2, dims=-1))
+    assert out.aif.shape == x.shape and out.disparity.shape == (1, 1, 64, 96)
+    assert out.weights.shape == (1, 6, 16, 24)
+    torch.testing.assert_close(out.weights.sum(1), torch.ones(1, 16, 24))
+
+
+def test_psf_block_inverse_undoes_the_reblur_kernel():
+    torch.manual_seed(0)
+    net = DPKernelNet(NetConfig(n_kernels=16, kernel_size=13))
+    with torch.no_grad():
+        net.log_eps.fill_(np.log(1e-3))
+        _, _, k = net.kernels()
+        i = 9  # a blurred entry (|CoC| ~ 7 px at full res)
+        feat = torch.nn.functional.avg_pool2d(torch.rand(1, 4, 160, 160), 5, 1, 2)[..., 40:120, 40:120]
+        onehot = torch.zeros(1, 16, 80, 80)
+        onehot[:, i] = 1
+        blurred = net._apply_bank(feat, k, onehot)
+        restored = net._apply_bank(blurred, net.inverse_kernels(k), onehot)
+    inner = (slice(None), slice(None), slice(16, -16), slice(16, -16))
+    before = (blurred - feat)[inner].abs().mean()
+    after = (restored - feat)[inner].abs().mean()
+    assert after < 0.7 * before
+
+
+def test_bank_application_is_the_same_with_and_without_gradients():
+    net = DPKernelNet(TINY)
+    f = torch.rand(2, 5, 12, 14)
+    w = torch.softmax(torch.rand(2, 6, 12, 14), 1)
+    k = net.kernels()[2].detach()
+    with_grad = net._apply_bank(f, k, w)
+    with torch.no_grad():
+        without = net._apply_bank(f, k, w)
+    torch.testing.assert_close(with_grad, without, atol=1e-5, rtol=1e-5)
+
+
+def test_mirrored_training_crops_keep_the_disparity_sign():
+    from conftest import horizontal_shift
+
+    s = render_training_scene(100_020)  # everything behind focus: disparity 2.4 .. 8.5 px
+    assert s["disparity"].min() > 1
+    sampler = SceneSampler(None, seed=0, crop=128)
+    sampler.data = {k: (np.round(v * 65535).astype(np.uint16) if k in ("left", "right", "aif", "combined") else np.asarray(v))[None]
+                    for k, v in s.items() if k != "grey"}
+    shifts = []
+    for _ in range(12):
+        b = sampler.batch(1)
+        d = float(np.median(b.disparity))
+        est = horizontal_shift(b.left[0].transpose(1, 2, 0), b.right[0].transpose(1, 2, 0), 12)
+        shifts.append((d, est))
+    assert all(d > 0 and est > 1 for d, est in shifts)  # mirrored or not, the right view sits at +d
+
+
+def test_a_few_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    cfg = TrainConfig(batch=2, crop=64, net=TINY.to_dict())
+    net = DPKernelNet(TINY)
+    batch = SceneSampler(None, seed=3, crop=64).batch(2)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    first = float(losses(net, batch, cfg)["total"])
+    for _ in range(25):
+        loss = losses(net, batch, cfg)["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(losses(net, batch, cfg)["total"]) < 0.8 * first
+
+
+def test_cli_train_tiny_config_runs_resumes_and_exports(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", "tiny", "-o", str(out)]) == 0
+    for name in ("checkpoint.pt", "log.csv", "config.json", "weights.pt"):
+        assert (out / name).is_file()
+    assert len((out / "log.csv").read_text().splitlines()) == 1 + 4
+    assert main(["train", "--config", "tiny", "--steps", "6", "-o", str(out)]) == 0  # resumes at step 4
+    assert len((out / "log.csv").read_text().splitlines()) == 1 + 6
+    net = load_network(out / "weights.pt")
+    assert net.config.n_kernels == 6
+    assert main(["train", "--config", "nonexistent", "-o", str(out)]) == 2
+
+
+def test_bad_weights_files_give_one_clear_error(tmp_path):
+    with pytest.raises(NetworkWeightsError, match="no such weights file"):
+        load_network(tmp_path / "missing.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a torch file at all")
+    with pytest.raises(NetworkWeightsError, match="not a readable weights file"):
+        load_network(garbage)
+    other = tmp_path / "other.pt"
+    torch.save({"weight": torch.zeros(3)}, other)
+    with pytest.raises(NetworkWeightsError, match="not a dpfocus network"):
+        load_network(other)
+    good = export_weights(DPKernelNet(TINY), tmp_path / "good.pt")
+    payload = torch.load(good, weights_only=True)
+    payload["config"]["width"] = 24  # the shapes no longer match
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(NetworkWeightsError, match="do not match"):
+        load_network(tmp_path / "mismatch.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(NetworkWeightsError):
+        load_network(truncated)
+
+
+shipped = pytest.mark.skipif(not WEIGHTS_PATH.is_file(), reason="no shipped weights")
+
+
+@shipped
+def test_shipped_weights_load_and_beat_the_input_on_a_bundled_sample():
+    assert "network" in backends()
+    pair = load_sample("garden")
+    gt = load_ground_truth("garden")
+    analysis = analyze(pair, backend="network")
+    assert analysis.aif.shape == pair.left.shape and analysis.kernel_index.dtype == np.uint16
+    assert psnr(analysis.aif, gt["aif"]) > psnr(pair.combined, gt["aif"]) + 0.5
+    assert spearman(analysis.disparity, gt["disparity"]) > 0.5
+    top = analysis.kernel_weights(100, 100)
+    assert top[0][0] == analysis.kernel_index[100, 100] and sum(w for _, w in top) == pytest.approx(1.0)
+    assert np.all(np.diff(analysis.kernel_cocs) > 0)
+
+
+@shipped
+def test_tiled_inference_matches_whole_image_inference():
+    pair = load_sample("workshop")
+    net = load_network()
+    whole = run_network(net, pair.left, pair.right, tile=None)
+    tiled = run_network(net, pair.left, pair.right, tile=256)
+    assert psnr(tiled["aif"], whole["aif"]) >= 45
+    assert np.abs(tiled["disparity"] - whole["disparity"]).max() < 0.1
+
+
+@shipped
+def test_network_refocus_brings_the_masked_object_into_focus():
+    pair = load_sample("garden")
+    gt = load_ground_truth("garden")
+    mask = gt["labels"] == 1
+    d_trg, img = network_refocus(pair, mask)
+    assert img.shape == pair.left.shape and np.isfinite(d_trg)
+    with pytest.raises(Exception, match="non-empty"):
+        network_refocus(pair, np.zeros_like(mask))
