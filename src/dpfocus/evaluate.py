@@ -72,7 +72,7 @@ def _scene_rows(backend: str, n_scenes: int, size: tuple[int, int]) -> list[dict
             "input_ssim": ssim(scene.combined, scene.aif),
             "analysis_s": seconds,
         }
-        refocus, nothing, renderer, refocus_ssim, nothing_ssim = [], [], [], [], []
+        refocus, nothing, renderer, refocus_ssim, nothing_ssim, own = [], [], [], [], [], []
         truth_analysis = ground_truth_analysis(scene)
         for obj in scene.objects:
             mask = scene.labels == obj["label"]
@@ -85,6 +85,10 @@ def _scene_rows(backend: str, n_scenes: int, size: tuple[int, int]) -> list[dict
             nothing.append(psnr(scene.combined, target))
             nothing_ssim.append(ssim(scene.combined, target))
             renderer.append(psnr(render_refocus(truth_analysis, focus_disparity(truth_analysis, mask=mask)), target))
+            if backend == "network":  # the network's own refocus: the reblur path with shifted F_D
+                from .nn.backend import network_refocus
+
+                own.append(psnr(network_refocus(pair, mask)[1], target))
         if refocus:
             row.update(
                 refocus_psnr=float(np.mean(refocus)),
@@ -93,6 +97,8 @@ def _scene_rows(backend: str, n_scenes: int, size: tuple[int, int]) -> list[dict
                 nothing_ssim=float(np.mean(nothing_ssim)),
                 renderer_gt_psnr=float(np.mean(renderer)),
             )
+            if own:
+                row["reblur_refocus_psnr"] = float(np.mean(own))
         rows.append(row)
     return rows
 

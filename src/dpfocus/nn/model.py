@@ -5,9 +5,11 @@ Data flow (all convolutions small; the heavy parts run at 1/4 resolution):
 * **Encoder.** A shared feature extractor on each view (1/4 res) for matching, and a pair encoder
   on ``[L, R]`` (a skip at 1/2 res, features ``F`` at 1/4 res) for restoration; full resolution is
   only pixel-(un)shuffled, every convolution runs at 1/2 or 1/4 resolution.
-* **Disparity.** A correlation cost volume over horizontal shifts ``s`` (``f_L(x)`` against
-  ``f_R(x + s)``, since ``B_R(x) = B_L(x - d)``), a head giving ``F_G`` and shift logits; the signed
-  disparity (px, full res) is the soft-argmax refined by a residual. The normalised disparity feature
+* **Disparity.** Two cost volumes at 1/2 res over horizontal shifts ``s`` (``f_L(x)`` against
+  ``f_R(x + s)``, since ``B_R(x) = B_L(x - d)``): windowed normalised cross-correlation of the
+  high-passed views, and cosine similarity of learned features; pooled to 1/4 res, a head gives
+  ``F_G`` and shift logits added to the tempered correlation; the signed disparity (px, full res) is the soft-argmax
+  refined by a residual. The normalised disparity feature
   is ``F_D = 2 tanh(Norm(F_G) / rho) - 1`` (Norm per pixel over channels); CoC features ``F_init = J F_D`` are fused with ``F_G``.
 * **Kernel set.** N trainable left kernels; ``K_R = flip_x(K_L)`` by construction, ``K = (K_L + K_R)/2``
   (so every entry is left/right symmetric). Entries start as DP kernels at evenly spaced signed CoC.
@@ -44,8 +46,8 @@ class NetConfig:
 
     width: int = 32  # feature channels at 1/4 resolution
     match_width: int = 24  # matching features
-    max_shift: int = 8  # cost volume range at 1/4 res (+-32 px at full res)
-    n_kernels: int = 12
+    max_shift: int = 16  # cost volume range at 1/2 res (+-32 px at full res)
+    n_kernels: int = 10
     kernel_size: int = 13  # at 1/4 res
     max_coc: float = 24.0  # the initial bank spans +-max_coc px (full res)
     rho: float = 1.0
@@ -114,11 +116,12 @@ class DPKernelNet(nn.Module):
         self.config = c = config or NetConfig()
         w, m = c.width, c.match_width
         # full resolution is only ever touched by (un)shuffling pixels: the convolutions start at 1/2
-        self.match = nn.Sequential(nn.PixelUnshuffle(2), _conv(12, 16), _conv(16, m, 2), nn.Conv2d(m, m, 3, 1, 1))
+        self.match = nn.Sequential(nn.PixelUnshuffle(2), _conv(12, m), nn.Conv2d(m, m, 3, 1, 1))  # 1/2 res
         self.enc2 = nn.Sequential(nn.PixelUnshuffle(2), _conv(24, 24))
         self.enc4 = nn.Sequential(_conv(24, w, 2), _Res(w))
         n_shift = 2 * c.max_shift + 1
-        self.disp_head = nn.Sequential(_conv(n_shift + m, w), _conv(w, w), _Res(w))
+        self.disp_head = nn.Sequential(_conv(2 * n_shift + m, w, k=1), _conv(w, w), _Res(w))
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(10.0)))  # the raw matching cost votes too
         self.shift_logits = nn.Conv2d(w, n_shift, 3, 1, 1)
         self.disp_residual = nn.Conv2d(w, 1, 3, 1, 1)
         self.fuse = nn.Sequential(_conv(2 * w, w), nn.Conv2d(w, w, 3, 1, 1))
@@ -192,8 +195,26 @@ class DPKernelNet(nn.Module):
         s = self.config.max_shift
         padded = F.pad(fr, (s, s, 0, 0), mode="replicate")
         w = fl.shape[-1]
-        costs = [(fl * padded[..., s + k : s + k + w]).mean(1, keepdim=True) for k in range(-s, s + 1)]
+        costs = [(fl * padded[..., s + k : s + k + w]).sum(1, keepdim=True) for k in range(-s, s + 1)]  # cosine
         return torch.cat(costs, 1)
+
+    def _ncc_volume(self, left: torch.Tensor, right: torch.Tensor, window: int = 7) -> torch.Tensor:
+        """Windowed normalised cross-correlation of high-passed grey views at 1/2 res, pooled to 1/4."""
+        def high_pass(img: torch.Tensor) -> torch.Tensor:
+            g = F.avg_pool2d(img.mean(1, keepdim=True), 2)
+            return g - F.avg_pool2d(F.pad(g, (2, 2, 2, 2), mode="replicate"), 5, 1)
+
+        box = lambda t: F.avg_pool2d(F.pad(t, (window // 2,) * 4, mode="replicate"), window, 1)  # noqa: E731
+        hl, hr = high_pass(left), high_pass(right)
+        s = self.config.max_shift
+        padded = F.pad(hr, (s, s, 0, 0), mode="replicate")
+        w = hl.shape[-1]
+        energy_l = box(hl * hl)
+        costs = []
+        for k in range(-s, s + 1):
+            shifted = padded[..., s + k : s + k + w]
+            costs.append(box(hl * shifted) / (energy_l * box(shifted * shifted) + 1e-10).sqrt())
+        return F.avg_pool2d(torch.cat(costs, 1), 2)
 
     def retrieve(self, coc4: torch.Tensor, f_d: torch.Tensor, f_g: torch.Tensor) -> torch.Tensor:
         """Softmax retrieval weights from a CoC map (1/4 res) and the disparity features."""
@@ -205,13 +226,14 @@ class DPKernelNet(nn.Module):
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> NetOutput:
         c = self.config
-        fl, fr = self.match(left), self.match(right)
-        cost = self._cost_volume(F.normalize(fl, dim=1), F.normalize(fr, dim=1))
-        f_g = self.disp_head(torch.cat([cost, fl], 1))
-        logits = self.shift_logits(f_g)
+        fl, fr = self.match(left), self.match(right)  # 1/2 res
+        learned = F.avg_pool2d(self._cost_volume(F.normalize(fl, dim=1), F.normalize(fr, dim=1)), 2)  # 1/4 res
+        ncc = self._ncc_volume(left, right)
+        f_g = self.disp_head(torch.cat([ncc, learned, F.avg_pool2d(fl, 2)], 1))
+        logits = self.log_temperature.exp() * ncc + self.shift_logits(f_g)
         prob = torch.softmax(logits, 1)
         shifts = torch.arange(-c.max_shift, c.max_shift + 1, dtype=left.dtype, device=left.device).view(1, -1, 1, 1)
-        disp4 = 4 * (prob * shifts).sum(1, keepdim=True) + self.disp_residual(f_g)  # full-res px
+        disp4 = 2 * (prob * shifts).sum(1, keepdim=True) + self.disp_residual(f_g)  # shifts are 1/2-res px
         confidence = prob.max(1, keepdim=True).values
         f_d = 2 * torch.tanh(_pixel_norm(f_g) / c.rho) - 1
         coc4 = self.J * disp4

@@ -112,7 +112,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
                             + [f"{sched.get_last_lr()[0]:.2e}", f"{time.perf_counter() - t0:.1f}"])
             if step % 10 == 0:
                 fh.flush()
-                log(f"step {step}/{cfg.steps}: " + ", ".join(f"{k} {float(v):.4f}" for k, v in terms.items()))
+                log(f"step {step}/{cfg.steps}: " + ", ".join(f"{k} {float(v.detach()):.4f}" for k, v in terms.items()))
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 tmp = ckpt.with_suffix(".tmp")
                 torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
