@@ -42,6 +42,9 @@ def test_wheel_ships_manifest_and_samples(tmp_path):
     for sample in ("garden", "workshop", "gallery", "microscope"):
         assert f"dpfocus/sample_data/{sample}/{sample}_L.png" in names
         assert f"dpfocus/sample_data/{sample}/{sample}_disparity.tif" in names
+    assert "dpfocus/nn/configs/tiny.json" in names and "dpfocus/nn/configs/small.json" in names
+    if (ROOT / "src/dpfocus/nn/weights/dpkernelnet.pt").is_file():
+        assert "dpfocus/nn/weights/dpkernelnet.pt" in names
     text = zipfile.ZipFile(wheel).read("dpfocus/napari.yaml").decode()
     assert text == (ROOT / "napari.yaml").read_text()
     entry = [n for n in names if n.endswith("entry_points.txt")][0]
