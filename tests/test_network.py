@@ -144,8 +144,11 @@ def test_shipped_weights_load_and_beat_the_input_on_a_bundled_sample():
     gt = load_ground_truth("garden")
     analysis = analyze(pair, backend="network")
     assert analysis.aif.shape == pair.left.shape and analysis.kernel_index.dtype == np.uint16
-    assert psnr(analysis.aif, gt["aif"]) > psnr(pair.combined, gt["aif"]) + 0.5
-    assert spearman(analysis.disparity, gt["disparity"]) > 0.5
+    assert psnr(analysis.aif, gt["aif"]) > psnr(pair.combined, gt["aif"])
+    assert spearman(analysis.disparity, gt["disparity"]) > 0.8  # garden: objects at several depths
+    workshop = load_sample("workshop")
+    sharp = analyze(workshop, backend="network").aif
+    assert psnr(sharp, load_ground_truth("workshop")["aif"]) > psnr(workshop.combined, load_ground_truth("workshop")["aif"]) + 1.0
     top = analysis.kernel_weights(100, 100)
     assert top[0][0] == analysis.kernel_index[100, 100] and sum(w for _, w in top) == pytest.approx(1.0)
     assert np.all(np.diff(analysis.kernel_cocs) > 0)
@@ -158,7 +161,8 @@ def test_tiled_inference_matches_whole_image_inference():
     whole = run_network(net, pair.left, pair.right, tile=None)
     tiled = run_network(net, pair.left, pair.right, tile=256)
     assert psnr(tiled["aif"], whole["aif"]) >= 45
-    assert np.abs(tiled["disparity"] - whole["disparity"]).max() < 0.1
+    diff = np.abs(tiled["disparity"] - whole["disparity"])
+    assert diff.max() < 0.05
 
 
 @shipped

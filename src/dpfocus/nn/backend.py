@@ -61,13 +61,16 @@ def _shipped(path: str) -> DPKernelNet:
 
 
 def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    """Blend weights along one tile axis: neighbours share ``2 * overlap`` px; each tile drops its
+    outer ``overlap / 2`` (where padding shows) and ramps linearly over the next ``overlap``."""
     w = np.ones(n, np.float32)
     if overlap > 0:
-        r = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        drop = overlap // 2
+        r = np.concatenate([np.zeros(drop, np.float32), (np.arange(overlap, dtype=np.float32) + 0.5) / overlap])
         if not at_start:
-            w[:overlap] = np.minimum(w[:overlap], r)
+            w[: r.size] = np.minimum(w[: r.size], r)
         if not at_end:
-            w[-overlap:] = np.minimum(w[-overlap:], r[::-1])
+            w[-r.size :] = np.minimum(w[-r.size :], r[::-1])
     return w
 
 
@@ -134,13 +137,19 @@ def image_space_bank(net: DPKernelNet) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """The learned set as image-space kernels, sorted by signed CoC: (order, cocs, left, right).
 
     Each entry is learned at 1/4 resolution; the image-space PSF it stands for is that kernel
-    resampled x4 (area-preserving), normalised to sum to one.
+    resampled x4 about its centre (odd size), normalised to sum to one.
     """
+    from scipy.ndimage import map_coordinates
+
     with torch.no_grad():
         kl, kr, _ = net.kernels()
         cocs = net.kernel_cocs().numpy()
-        up = lambda k: F.interpolate(k[:, None], scale_factor=4, mode="bilinear", align_corners=False)[:, 0]  # noqa: E731
-        left, right = up(kl).numpy(), up(kr).numpy()
+    s = kl.shape[-1]
+    size = 4 * (s - 1) + 1  # odd, centre on centre: full-res offset u is 1/4-res offset u / 4
+    v = (s - 1) / 2 + (np.arange(size) - (size - 1) / 2) / 4
+    grid = np.meshgrid(v, v, indexing="ij")
+    up = lambda k: np.stack([map_coordinates(x, grid, order=1) for x in k.numpy()])  # noqa: E731
+    left, right = up(kl), up(kr)
     left /= left.sum((1, 2), keepdims=True)
     right /= right.sum((1, 2), keepdims=True)
     order = np.argsort(cocs, kind="stable")
@@ -161,10 +170,10 @@ def network_backend(pair: DPPair, progress=None, tile: int | None = None, weight
     t1 = time.perf_counter()
     order, cocs, bank_l, bank_r = image_space_bank(net)
     h, w = pair.shape[:2]
-    weights = torch.from_numpy(np.ascontiguousarray(out["weights"][order])[None])  # entries in CoC order
-    weights = F.interpolate(weights, scale_factor=4, mode="bilinear", align_corners=False)[0, :, :h, :w].numpy()
-    top = np.argsort(-weights, axis=0)[:TOP_K]
-    top_w = np.take_along_axis(weights, top, axis=0)
+    blend = torch.from_numpy(np.ascontiguousarray(out["weights"][order])[None])  # entries in CoC order
+    blend = F.interpolate(blend, scale_factor=4, mode="bilinear", align_corners=False)[0, :, :h, :w].numpy()
+    top = np.argsort(-blend, axis=0)[:TOP_K]
+    top_w = np.take_along_axis(blend, top, axis=0)
     top_w /= top_w.sum(0, keepdims=True)
     aif = np.clip(out["aif"], 0, 1)
     aif = aif.mean(axis=2) if pair.left.ndim == 2 else aif
