@@ -150,3 +150,15 @@ def test_occlusion_sharp_foreground_over_blurred_background_has_no_halo():
 def test_render_rejects_unknown_view(rng):
     with pytest.raises(ValueError, match="unknown view"):
         render_layers([Layer(textured(rng, 8, 8), np.ones((8, 8), np.float32), 0.0)], DPPSF(), views=("middle",))
+
+
+def test_layers_sharing_a_bin_are_composited_far_to_near():
+    """Two objects whose CoCs fall in one bin still occlude by depth, not by list order."""
+    h, w = 40, 60
+    near = np.full((h, w, 3), 0.9, np.float32)
+    far = np.full((h, w, 3), 0.1, np.float32)
+    full = np.ones((h, w), np.float32)
+    bins = np.array([-1.0, 0.0, 1.0], np.float32)
+    for order in ([Layer(near, full, 0.20), Layer(far, full, 0.45)], [Layer(far, full, 0.45), Layer(near, full, 0.20)]):
+        out = render_layers(order, DPPSF(), views=("combined",), bins=bins)["combined"]
+        np.testing.assert_allclose(out, 0.9, atol=1e-5)  # the nearer (smaller CoC) layer is seen

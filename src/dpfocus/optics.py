@@ -458,17 +458,21 @@ def render_layers(
         alpha = crop(alpha_full)
         colour = crop(np.asarray(layer.colour, np.float32))
         coc = np.asarray(layer.coc, np.float32)
+        # bin -> the layer's mean CoC there: layers sharing a bin are composited far to near by it
         if coc.ndim == 0:
             idx = nearest_bin(coc, bins)
-            present = {int(idx)}
+            present = {int(idx): float(coc)}
         else:
             idx = crop(nearest_bin(coc, bins))
-            present = set(np.unique(idx[alpha > 0]).tolist())
+            seen = alpha > 0
+            sums = np.bincount(idx[seen], crop(coc)[seen], minlength=len(bins))
+            counts = np.bincount(idx[seen], minlength=len(bins))
+            present = {int(k): float(sums[k] / counts[k]) for k in np.flatnonzero(counts)}
         prepared.append((box, colour, alpha, idx, present))
     channels = prepared[0][1].shape[2] if prepared else np.asarray(layers[0].colour).shape[2]
     out = {v: np.zeros((hp, wp, channels), np.float32) for v in views}
     for b in range(len(bins) - 1, -1, -1):  # far -> near
-        users = [p for p in prepared if b in p[4]]
+        users = sorted((p for p in prepared if b in p[4]), key=lambda p: -p[4][b])
         if not users:
             continue
         kl, kr = psf.kernels(float(bins[b]))
