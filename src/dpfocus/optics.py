@@ -42,18 +42,22 @@ __all__ = [
 # --------------------------------------------------------------------------- colour
 
 
+def _pow(x: np.ndarray, p: float) -> np.ndarray:
+    import cv2  # SIMD power: about twice numpy's speed on float32 frames
+
+    return cv2.pow(np.ascontiguousarray(x), p).reshape(x.shape)
+
+
 def srgb_to_linear(x: np.ndarray) -> np.ndarray:
     """Display-encoded sRGB values in [0, 1] to linear light (float32)."""
     x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    return np.where(x <= 0.04045, x * np.float32(1 / 12.92), _pow((x + np.float32(0.055)) * np.float32(1 / 1.055), 2.4)).astype(np.float32)
 
 
 def linear_to_srgb(x: np.ndarray) -> np.ndarray:
     """Linear light in [0, 1] to display-encoded sRGB values (float32)."""
     x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
-    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(
-        np.float32
-    )
+    return np.where(x <= 0.0031308, x * np.float32(12.92), np.float32(1.055) * _pow(x, 1 / 2.4) - np.float32(0.055)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- PSFs

@@ -43,6 +43,8 @@ class SceneConfig:
     bit_depth: int = 16
     random_psf: bool = True
     with_refocus: bool = True
+    relief: tuple[float, float] = (0.0, 0.06)  # tilt / bulge of backdrop and objects, in inverse depth
+    micro_texture: tuple[float, float] = (0.05, 0.4)  # contrast of the 1/f grain every surface carries
 
     def __post_init__(self) -> None:
         if self.focus is not None and self.focus not in FOCUS_PLACEMENTS:
@@ -148,7 +150,17 @@ def _procedural(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(rgb, 0, 1)
 
 
-def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def _texture(rng: np.random.Generator, h: int, w: int, grain: float = 0.0) -> np.ndarray:
+    """A random H x W x 3 sRGB texture with 1/f grain of contrast ``grain`` (real surfaces are never
+    perfectly flat; a crop of a photo's flat border would otherwise be a uniform colour)."""
+    tex = _base_texture(rng, h, w)
+    if grain > 0:
+        g = _fractal_noise(rng, h, w, float(rng.uniform(1.6, 2.4)))
+        tex = np.clip(tex * (1.0 + grain * (2.0 * g[..., None] - 1.0)), 0, 1)
+    return tex.astype(np.float32)
+
+
+def _base_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A random H x W x 3 sRGB texture: a crop of a photo, or a procedural pattern."""
     rgb_bank, grey_bank = texture_bank()
     choice = rng.uniform()
@@ -283,9 +295,21 @@ def generate_scene(seed: int | np.random.Generator = 0, config: SceneConfig | No
     grey = rng.uniform() < cfg.grey_probability
 
     # --- geometry in inverse depth q (0 = infinity, 1 = nearest)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = yy / h - 0.5, xx / w - 0.5
+
+    def grain() -> float:
+        return float(rng.uniform(*cfg.micro_texture))
+
+    def tilt(amplitude: float) -> np.ndarray:
+        """A plane through 0 at the frame centre whose values span about ``amplitude``."""
+        angle = rng.uniform(0, 2 * np.pi)
+        return (amplitude * (np.cos(angle) * xx + np.sin(angle) * yy)).astype(np.float32)
+
     q_back = float(rng.uniform(0.02, 0.15))
+    back_map = np.maximum(q_back + tilt(float(rng.uniform(*cfg.relief))), 0.005).astype(np.float32)
     surfaces: list[tuple[np.ndarray, np.ndarray, np.ndarray | float]] = []  # (colour, alpha, q)
-    surfaces.append((_texture(rng, h, w), np.ones((h, w), np.float32), q_back))
+    surfaces.append((_texture(rng, h, w, grain()), np.ones((h, w), np.float32), back_map))
     if rng.uniform() < cfg.ground_probability:
         horizon = int(h * rng.uniform(0.35, 0.7))
         rows = np.arange(h, dtype=np.float32)
@@ -293,7 +317,7 @@ def generate_scene(seed: int | np.random.Generator = 0, config: SceneConfig | No
         q_near = rng.uniform(0.6, 1.0)
         q_ground = (q_back + (q_near - q_back) * t)[:, None] * np.ones((1, w), np.float32)
         ground_alpha = np.clip(rows - horizon + 0.5, 0, 1)[:, None] * np.ones((1, w), np.float32)
-        surfaces.append((_texture(rng, h, w), ground_alpha.astype(np.float32), q_ground.astype(np.float32)))
+        surfaces.append((_texture(rng, h, w, grain()), ground_alpha.astype(np.float32), q_ground.astype(np.float32)))
     objects = []
     n_obj = int(rng.integers(cfg.n_objects[0], cfg.n_objects[1] + 1))
     for i in range(n_obj):
@@ -304,7 +328,13 @@ def generate_scene(seed: int | np.random.Generator = 0, config: SceneConfig | No
         alpha = np.zeros((h, w), np.float32)
         alpha[y0 : y0 + oh, x0 : x0 + ow] = _shape_mask(rng, oh, ow)
         q = float(rng.uniform(q_back + 0.1, 1.0))
-        surfaces.append((_texture(rng, h, w), alpha, q))
+        # a tilted, bulging surface rather than a cardboard cut-out parallel to the sensor
+        cy, cx = (y0 + oh / 2) / h - 0.5, (x0 + ow / 2) / w - 0.5
+        rho2 = ((yy - cy) / (oh / h / 2)) ** 2 + ((xx - cx) / (ow / w / 2)) ** 2
+        bulge = float(rng.uniform(*cfg.relief)) * np.clip(1.0 - rho2, 0, 1)
+        q_map = (q + tilt(float(rng.uniform(*cfg.relief))) + bulge).astype(np.float32)
+        q_map -= float(q_map[alpha > 0.5].mean() - q) if (alpha > 0.5).any() else 0.0  # mean stays q
+        surfaces.append((_texture(rng, h, w, grain()), alpha, q_map))
         objects.append({"label": i + 1, "inverse_depth": q, "box": [x0, y0, x0 + ow, y0 + oh]})
     if grey:
         surfaces = [(np.repeat(c.mean(axis=2, keepdims=True), 3, axis=2), a, q) for c, a, q in surfaces]
@@ -330,15 +360,25 @@ def generate_scene(seed: int | np.random.Generator = 0, config: SceneConfig | No
         a = alpha * (qmap >= q_vis - 1e-6)
         aif_lin = aif_lin * (1 - a[..., None]) + lin * a[..., None]
 
+    # an object's depth is the mean over its visible pixels: refocusing on it uses the same mean
+    # as d_trg = mean(D over the object's mask)
+    for o, (_, alpha, q) in zip(objects, surfaces[len(surfaces) - n_obj :]):
+        seen = labels == o["label"]
+        seen = seen if seen.any() else alpha > 0.5
+        o["inverse_depth"] = float(np.broadcast_to(np.asarray(q, np.float32), (h, w))[seen].mean()) if seen.any() else float(np.mean(q))
+
     # --- focus and aperture
     placement = cfg.focus or str(rng.choice(FOCUS_PLACEMENTS))
     q_objs = [o["inverse_depth"] for o in objects] or [float(q_vis.max())]
+    object_q = [np.asarray(q)[alpha > 0.5] for _, alpha, q in surfaces[len(surfaces) - n_obj :] if (alpha > 0.5).any()]
     if placement == "on":
         q_focus = float(rng.choice(q_objs))
-    elif placement == "front":
-        q_focus = float(min(1.2, max(q_objs) + rng.uniform(0.05, 0.3)))
-    else:  # behind the objects, between them and the backdrop
-        q_focus = float(rng.uniform(q_back, min(q_objs)))
+    elif placement == "front":  # in front of every object point
+        nearest = max([float(q.max()) for q in object_q] or [float(q_vis.max())])
+        q_focus = float(min(1.2, nearest + rng.uniform(0.05, 0.3)))
+    else:  # behind every object point, between them and the backdrop
+        farthest = min([float(q.min()) for q in object_q] or [float(q_vis.max())])
+        q_focus = float(rng.uniform(min(float(back_map.max()), farthest), farthest))
     span = max(abs(q_focus - float(q_vis.min())), abs(q_focus - float(q_vis.max())), 1e-3)
     max_coc = float(rng.uniform(*cfg.max_coc))
     aperture = max_coc / span
