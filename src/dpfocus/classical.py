@@ -1,17 +1,26 @@
 """Training-free DP analysis: disparity from the DP blur model, a kernel bank, and deconvolution.
 
-Disparity. For the true signed CoC ``c`` the DP model gives ``B_L * K_R(c) = B_R * K_L(c)`` (both are
-``I * K_L(c) * K_R(c)``), so each candidate ``c`` is scored by the local energy of
-``hp(B_L) * K_R(c) - hp(B_R) * K_L(c)`` relative to the energy of the two terms (``hp`` a band-pass,
-which removes the vignetting-sensitive low frequencies). Costs are aggregated over a window, the
-minimum is refined to sub-bin precision with a parabola, a confidence follows from how distinct the
-minimum is, and low-confidence (textureless) areas are filled by confidence-weighted multi-scale
-averaging and an image-guided filter. Left/right gain (vignetting) is equalised first. Work happens
-at a reduced scale for large images; the result is upsampled to the input resolution.
+Disparity. The two views are ``B_L = I * K_L(c) + n`` and ``B_R = I * K_R(c) + n`` for the true signed
+CoC ``c``. Marginalising the unknown sharp image ``I`` under a Gaussian gradient prior gives, per
+frequency, the negative log-likelihood of a candidate (Zhou, Lin & Nayar, "Coded aperture pairs for
+depth from defocus"):
 
-All-in-focus. Non-blind, spatially varying deconvolution: the ordinary photo ``(B_L + B_R) / 2`` in
-linear light is deconvolved with every bank kernel in use (Wiener with a gradient prior whose weight
-follows the estimated noise level) and the results are blended per pixel with the kernel weights.
+    [ |K_R B_L - K_L B_R|^2 + lam |grad|^2 (|B_L|^2 + |B_R|^2) ] / (sigma^2 D) + log(D / (lam |grad|^2))
+    with D = |K_L|^2 + |K_R|^2 + lam |grad|^2,  lam = sigma^2 / (prior gradient variance)
+
+The first term is the DP consistency ``B_L * K_R = B_R * K_L``; the second charges a candidate for
+image detail its kernels would have erased, and the log-determinant balances the noise that large
+kernels would call detail. So neither "blur everything away" nor "nothing is blurred" wins by
+default. The data terms are linear filters per candidate, localised with a box window; costs are
+aggregated semi-globally (8 directions, edge-aware penalties), refined to sub-bin precision, and
+low-confidence (textureless) areas are filled by confidence-weighted pull-push and an image-guided
+filter. Left/right gain (vignetting) is equalised first. Work happens at a reduced scale for large
+images; the result is upsampled to the input resolution.
+
+All-in-focus. Non-blind, spatially varying deconvolution: the two views in linear light are
+deconvolved together with every bank kernel pair in use (the joint Wiener / MAP estimate under a
+gradient prior whose weight follows the estimated noise level), clamped to the local range of the
+photo against ringing, and blended per pixel with the kernel weights.
 """
 
 from __future__ import annotations
@@ -30,12 +39,20 @@ __all__ = ["classical_backend", "estimate_disparity", "deconvolve_aif", "kernel_
 
 Progress = Callable[[float, str], None]
 
-#: semi-global matching penalties (cost units: normalised DP residual, about 0..1 per pixel)
-SGM_P1 = 0.03
-SGM_P2 = 0.25
+#: semi-global matching penalties (cost units: negative log-likelihood per pixel)
+SGM_P1 = 5.0
+SGM_P2 = 40.0
+#: high-pass scale (work px) applied to both views: lower frequencies carry shading, not disparity
+BAND_SIGMA = 12.0
+#: the prior's gradient variance is this percentile of the local gradient energy (the sharpest parts)
+PRIOR_PERCENTILE = 90
+#: log-likelihood margin (per pixel) at which a minimum counts as 63% certain
+CONFIDENCE_SCALE = 2.0
 
-#: smallest Wiener regularisation (gradient prior weight), for nearly noise-free input
-LAMBDA_MIN = 1e-2
+#: Wiener regularisation (gradient prior weight): AIF_PRIOR * noise variance, clipped to this range
+AIF_PRIOR = 90.0
+LAMBDA_MIN = 3e-2
+LAMBDA_MAX = 0.15
 
 
 def _grey(img: np.ndarray) -> np.ndarray:
@@ -81,8 +98,9 @@ def _resize(img: np.ndarray, w: int, h: int, area: bool) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
 
 
-def semi_global(costs: np.ndarray, guide: np.ndarray, p1: float, p2: float) -> np.ndarray:
-    """Semi-global aggregation (Hirschmueller) of a ``K x H x W`` cost volume along 4 directions.
+def semi_global(costs: np.ndarray, guide: np.ndarray, p1: float, p2: float, diagonals: bool = True) -> np.ndarray:
+    """Semi-global aggregation (Hirschmueller) of a ``K x H x W`` cost volume along 8 directions
+    (4 without ``diagonals``).
 
     Each path adds ``p1`` for a one-candidate step and ``p2`` (lowered across image edges, where
     depth may jump) for larger steps, so textureless and periodic areas take the value their
@@ -117,7 +135,34 @@ def semi_global(costs: np.ndarray, guide: np.ndarray, p1: float, p2: float) -> n
     ct = costs.transpose(0, 2, 1)
     total += sweep(ct, p2y.T).transpose(0, 2, 1)
     total += sweep(ct[:, :, ::-1], p2y.T[:, ::-1])[:, :, ::-1].transpose(0, 2, 1)
-    return total / 4
+    if not diagonals:
+        return total / 4
+    p2d = (p2 / (1.0 + edge_scale * np.maximum(gx, gy))).astype(np.float32)  # one penalty per pixel, any diagonal
+
+    def diagonal(c: np.ndarray, pen2: np.ndarray, dx: int) -> np.ndarray:
+        # rows top to bottom; pixel x continues the path from (y - 1, x - dx)
+        out = np.empty_like(c)
+        prev = c[:, 0].copy()
+        out[:, 0] = prev
+        pad = np.full((1, c.shape[2]), big, np.float32)
+        for y in range(1, c.shape[1]):
+            shifted = np.empty_like(prev)
+            if dx > 0:
+                shifted[:, 1:], shifted[:, 0] = prev[:, :-1], prev[:, 0]
+            else:
+                shifted[:, :-1], shifted[:, -1] = prev[:, 1:], prev[:, -1]
+            m = shifted.min(axis=0)
+            up = np.concatenate([shifted[1:], pad], 0)
+            down = np.concatenate([pad, shifted[:-1]], 0)
+            best = np.minimum(np.minimum(shifted, np.minimum(up, down) + p1), (m + pen2[y])[None])
+            prev = c[:, y] + best - m[None]
+            out[:, y] = prev
+        return out
+
+    for dx in (1, -1):
+        total += diagonal(costs, p2d, dx)
+        total += diagonal(costs[:, ::-1], p2d[::-1], dx)[:, ::-1]  # paths running upwards
+    return total / 8
 
 
 def _fill_low_confidence(d: np.ndarray, conf: np.ndarray, levels: int = 6) -> np.ndarray:
@@ -138,6 +183,64 @@ def _fill_low_confidence(d: np.ndarray, conf: np.ndarray, levels: int = 6) -> np
         wgt = np.clip(c * 4, 0, 1)
         est = wgt * local + (1 - wgt) * up
     return est.astype(np.float32)
+
+
+def likelihood_costs(
+    gl: np.ndarray,
+    gr: np.ndarray,
+    psf: PSFModel,
+    candidates: np.ndarray,
+    *,
+    window: int = 9,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """``K x H x W`` negative log-likelihood (per pixel, window mean) of each candidate CoC.
+
+    ``gl``, ``gr`` are linear grey views with equal gain. See the module docstring for the model.
+    """
+    hs, ws = gl.shape
+    bl = gl - _gauss(gl, BAND_SIGMA)
+    br = gr - _gauss(gr, BAND_SIGMA)
+    half = max(psf.kernels(float(candidates[0]))[0].shape[0], psf.kernels(float(candidates[-1]))[0].shape[0]) // 2
+    pad = half + 2
+    fh = scipy.fft.next_fast_len(hs + 2 * pad + 2 * half, real=True)
+    fw = scipy.fft.next_fast_len(ws + 2 * pad + 2 * half, real=True)
+    fl = scipy.fft.rfft2(np.pad(bl, pad, mode="reflect"), s=(fh, fw), workers=-1)
+    fr = scipy.fft.rfft2(np.pad(br, pad, mode="reflect"), s=(fh, fw), workers=-1)
+    wy = 2 * np.pi * np.fft.fftfreq(fh).astype(np.float32)[:, None]
+    wx = 2 * np.pi * np.fft.rfftfreq(fw).astype(np.float32)[None, :]
+    grad2 = (2 - 2 * np.cos(wy)) + (2 - 2 * np.cos(wx))
+    # the log-determinant counts only the frequencies the band-pass keeps (rfft: inner columns twice)
+    band = (1 - np.exp(-0.5 * (wy * wy + wx * wx) * BAND_SIGMA**2)) ** 2
+    band[:, 1:-1] *= 2
+    band /= fh * fw
+    sigma2 = max((_noise_sigma(gl) ** 2 + _noise_sigma(gr) ** 2) / 2, 1e-10)
+    gy, gx = np.gradient(gl)
+    prior = max(float(np.percentile(_box(gx * gx + gy * gy, 7), PRIOR_PERCENTILE)), 1e-12)
+    lam = np.float32(sigma2 / prior)
+    lam_grad2 = lam * grad2
+    costs = np.empty((len(candidates), hs, ws), np.float32)
+    for k, c in enumerate(candidates):
+        kl, kr = psf.kernels(float(c))
+        size = kl.shape[0]
+
+        def spectrum(kernel: np.ndarray) -> np.ndarray:
+            padded = np.zeros((fh, fw), np.float32)
+            padded[:size, :size] = kernel
+            return scipy.fft.rfft2(np.roll(padded, (-(size // 2), -(size // 2)), axis=(0, 1)), workers=-1)
+
+        fkl, fkr = spectrum(kl), spectrum(kr)
+        d = (fkl.real**2 + fkl.imag**2 + fkr.real**2 + fkr.imag**2 + lam_grad2).astype(np.float32)
+        inv = 1 / np.sqrt(d)
+        erased = np.sqrt(lam_grad2) * inv  # what the candidate's kernels would have removed
+        terms = scipy.fft.irfft2(np.stack([(fkr * fl - fkl * fr) * inv, erased * fl, erased * fr]), s=(fh, fw), workers=-1)
+        terms = terms[:, pad : pad + hs, pad : pad + ws]
+        energy = terms[0] ** 2 + terms[1] ** 2 + terms[2] ** 2
+        log_det = float((band * np.log(d / np.maximum(lam_grad2, 1e-12))).sum())
+        costs[k] = _box(energy, window) * np.float32(1 / sigma2) + np.float32(log_det)
+        if progress is not None and k % 8 == 0:
+            progress(0.6 * (k + 1) / len(candidates), "matching DP kernels")
+    return costs
 
 
 def estimate_disparity(
@@ -169,42 +272,12 @@ def estimate_disparity(
     hs, ws = h // scale, w // scale
     if scale > 1:
         gl, gr = _resize(gl, ws, hs, True), _resize(gr, ws, hs, True)
-    # band-pass: drop the DC and the smooth shading that carry no disparity
-    bl = gl - _gauss(gl, 6.0)
-    br = gr - _gauss(gr, 6.0)
     c_max = max_coc / scale
     candidates = np.arange(-np.ceil(c_max * 2) / 2, np.ceil(c_max * 2) / 2 + 0.25, 0.5, dtype=np.float32)
-    half = max(psf.kernels(float(candidates[0]))[0].shape[0], psf.kernels(float(candidates[-1]))[0].shape[0]) // 2
-    pad = half + 2
-    plv = np.pad(bl, pad, mode="reflect")
-    prv = np.pad(br, pad, mode="reflect")
-    fh = scipy.fft.next_fast_len(plv.shape[0] + 2 * half, real=True)
-    fw = scipy.fft.next_fast_len(plv.shape[1] + 2 * half, real=True)
-    fl = scipy.fft.rfft2(plv, s=(fh, fw), workers=-1)
-    fr = scipy.fft.rfft2(prv, s=(fh, fw), workers=-1)
     window = 9
-    costs = np.empty((len(candidates), hs, ws), np.float32)
-    # The difference contains the two views' noise filtered by the candidate kernels; its expected
-    # energy, sigma^2 (|K_L|^2 + |K_R|^2), shrinks as kernels grow, which would favour large |c| in
-    # sharp noisy areas. Subtracting it makes the cost compare signal only.
-    noise_var = _noise_sigma(gl) ** 2 + _noise_sigma(gr) ** 2
-    for k, c in enumerate(candidates):
-        kl, kr = psf.kernels(float(c))
-        noise_k = 0.5 * noise_var * float((kl * kl).sum() + (kr * kr).sum())
-        o = kl.shape[0] // 2
-        both = scipy.fft.irfft2(
-            np.stack([fl * scipy.fft.rfft2(kr, s=(fh, fw), workers=-1), fr * scipy.fft.rfft2(kl, s=(fh, fw), workers=-1)]),
-            s=(fh, fw),
-            workers=-1,
-        )[:, pad + o : pad + o + hs, pad + o : pad + o + ws]
-        a, b = both[0], both[1]
-        diff = np.maximum(_box((a - b) ** 2, window) - noise_k, 0)
-        energy = np.maximum(_box(a * a + b * b, window) - noise_k, 0)
-        costs[k] = diff / (energy + 1e-7)
-        if progress is not None and k % 8 == 0:
-            progress(0.6 * (k + 1) / len(candidates), "matching DP kernels")
-    guide = gl / (gl.max() + 1e-6)
-    costs = semi_global(costs, np.sqrt(guide), p1=SGM_P1, p2=SGM_P2)
+    costs = likelihood_costs(gl, gr, psf, candidates, window=window, progress=progress)
+    guide = np.sqrt(gl / (gl.max() + 1e-6))
+    costs = semi_global(costs, guide, p1=SGM_P1, p2=SGM_P2)
     best = costs.argmin(axis=0)
     rows, cols = np.indices(best.shape)
     c0 = costs[best, rows, cols]
@@ -213,18 +286,13 @@ def estimate_disparity(
     denom = cm - 2 * c0 + cp
     offset = np.where(denom > 1e-9, 0.5 * (cm - cp) / np.maximum(denom, 1e-9), 0.0)
     coc = candidates[best] + 0.5 * np.clip(offset, -0.5, 0.5)
-    # confidence: a deep minimum, clearly better than the best one elsewhere (periodic textures
-    # have several), in a textured window
+    # confidence: the minimum is clearly below the typical candidate and below the best one elsewhere
+    # (periodic textures have several), in log-likelihood units per pixel
     far = np.abs(np.arange(len(candidates))[:, None, None] - best[None]) > 3
     second = np.where(far, costs, np.inf).min(axis=0)
     second = np.where(np.isfinite(second), second, c0)
     typical = np.median(costs, axis=0)
-    texture = _box(bl * bl + br * br, window)
-    tex_level = np.percentile(texture, 60) + 1e-9
-    distinct = np.clip((second - c0) / (second + 1e-6), 0, 1)
-    depth = np.clip((typical - c0) / (typical + 1e-6), 0, 1)
-    conf = np.sqrt(distinct * depth) * np.clip(texture / tex_level, 0, 1)
-    conf = conf.astype(np.float32)
+    conf = ((1 - np.exp(-(typical - c0) / CONFIDENCE_SCALE)) * (1 - np.exp(-(second - c0) / CONFIDENCE_SCALE))).astype(np.float32)
     filled = _fill_low_confidence(coc.astype(np.float32), conf)
     smooth = guided_filter(guide, filled, r=max(2, window // 2), eps=1e-4)
     coc_small = np.where(conf > 0.5, 0.5 * (coc + smooth), smooth).astype(np.float32)
@@ -295,7 +363,8 @@ def bank_weights(coc: np.ndarray, cocs: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def deconvolve_aif(
-    combined: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
     coc: np.ndarray,
     cocs: np.ndarray,
     kernels_left: np.ndarray,
@@ -303,18 +372,26 @@ def deconvolve_aif(
     *,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """Spatially varying deconvolution of the ordinary photo, blended by the per-pixel bank weights."""
-    lin = srgb_to_linear(combined)
-    rgb = lin if lin.ndim == 3 else lin[..., None]
-    h, w, ch = rgb.shape
-    sigma = max(_noise_sigma(combined), 1e-3)
-    lam = float(np.clip(30 * sigma**2, LAMBDA_MIN, 5e-2))
+    """Spatially varying deconvolution of the two views together, blended by the per-pixel bank weights.
+
+    Per bank kernel, the MAP image under a Gaussian gradient prior is
+    ``(conj(K_L) B_L + conj(K_R) B_R) / (|K_L|^2 + |K_R|^2 + 2 lam |grad|^2)``: the half-aperture
+    kernels have fewer spectral zeros than their average, so the pair recovers detail the ordinary
+    photo has lost (+1 dB on the tuning scenes against deconvolving ``(B_L + B_R) / 2``).
+    """
+    views = []
+    for v in (left, right):
+        lin = srgb_to_linear(v)
+        views.append(lin if lin.ndim == 3 else lin[..., None])
+    combined = (views[0] + views[1]) / 2
+    h, w, ch = combined.shape
+    sigma = max(_noise_sigma(linear_to_srgb(combined)), 1e-3)
+    lam = float(np.clip(AIF_PRIOR * sigma**2, LAMBDA_MIN, LAMBDA_MAX))
     size = kernels_left.shape[1]
     pad = size // 2 + 8
     fh = scipy.fft.next_fast_len(h + 2 * pad, real=True)
     fw = scipy.fft.next_fast_len(w + 2 * pad, real=True)
-    padded = periodic_pad(rgb, pad, fh, fw)
-    spec = scipy.fft.rfft2(padded.transpose(2, 0, 1), workers=-1)
+    spec_l, spec_r = (scipy.fft.rfft2(periodic_pad(v, pad, fh, fw).transpose(2, 0, 1), workers=-1) for v in views)
     # gradient prior |D_x|^2 + |D_y|^2 on the FFT grid
     wy = 2 * np.pi * np.fft.fftfreq(fh)[:, None]
     wx = 2 * np.pi * np.fft.rfftfreq(fw)[None, :]
@@ -322,31 +399,34 @@ def deconvolve_aif(
     lo, hi, t = bank_weights(coc, cocs)
     used = np.unique(np.concatenate([lo[t < 1].ravel(), hi[t > 0].ravel()]))
     out = np.zeros((h, w, ch), np.float32)
+
+    def spectrum(kernel: np.ndarray) -> np.ndarray:
+        kpad = np.zeros((fh, fw), np.float32)
+        kpad[:size, :size] = kernel
+        return scipy.fft.rfft2(np.roll(kpad, (-(size // 2), -(size // 2)), axis=(0, 1)), workers=-1)
+
     for n, k in enumerate(used):
-        kernel = (kernels_left[k] + kernels_right[k]) / 2
         box = bounding_box((lo == k) & (t < 1) | (hi == k) & (t > 0))
         if box is None:
             continue
         lo_b, hi_b, t_b = lo[box], hi[box], t[box]
         weight = np.where(lo_b == k, 1 - t_b, 0) + np.where(hi_b == k, t_b, 0)
-        kpad = np.zeros((fh, fw), np.float32)
-        kpad[:size, :size] = kernel
-        kpad = np.roll(kpad, (-(size // 2), -(size // 2)), axis=(0, 1))
-        kf = scipy.fft.rfft2(kpad, workers=-1)
-        filt = np.conj(kf) / (np.abs(kf) ** 2 + lam * grad2)
-        est = scipy.fft.irfft2(spec * filt, s=(fh, fw), workers=-1)[:, pad : pad + h, pad : pad + w].transpose(1, 2, 0)
+        fkl, fkr = spectrum(kernels_left[k]), spectrum(kernels_right[k])
+        denom = np.abs(fkl) ** 2 + np.abs(fkr) ** 2 + 2 * lam * grad2
+        est = scipy.fft.irfft2((np.conj(fkl) * spec_l + np.conj(fkr) * spec_r) / denom, s=(fh, fw), workers=-1)
+        est = est[:, pad : pad + h, pad : pad + w].transpose(1, 2, 0)
         # de-ringing: a sharp pixel cannot leave the range of the blurred values its kernel covers
         r = max(1, int(np.ceil(abs(float(cocs[k])))))
         ys, xs = box
         grown = (slice(max(ys.start - r, 0), min(ys.stop + r, h)), slice(max(xs.start - r, 0), min(xs.stop + r, w)))
         inner = (slice(ys.start - grown[0].start, ys.stop - grown[0].start), slice(xs.start - grown[1].start, xs.stop - grown[1].start))
-        local = rgb[grown]
+        local = combined[grown]
         est = np.clip(est[box], _local_extreme(local, r, np.minimum)[inner], _local_extreme(local, r, np.maximum)[inner])
         out[box] += weight[..., None] * est
         if progress is not None:
             progress(0.7 + 0.3 * (n + 1) / len(used), "deconvolving")
     aif = linear_to_srgb(np.clip(out, 0, 1))
-    return aif if combined.ndim == 3 else aif[..., 0]
+    return aif if left.ndim == 3 else aif[..., 0]
 
 
 @register_backend("classical")
@@ -371,8 +451,7 @@ def classical_backend(
     # twice the measured range: refocusing elsewhere can need up to twice the captured blur
     cocs, bank_l, bank_r = kernel_bank(psf, min(2 * float(np.abs(coc).max()) + 2, 2 * max_coc))
     kernel_index = nearest_bin(coc, cocs).astype(np.uint16)
-    combined = pair.combined if pair.combined is not None else (pair.left + pair.right) / 2
-    aif = deconvolve_aif(combined, coc, cocs, bank_l, bank_r, progress=progress)
+    aif = deconvolve_aif(pair.left, pair.right, coc, cocs, bank_l, bank_r, progress=progress)
     timings["aif_s"] = time.perf_counter() - t
     return Analysis(
         disparity=(coc / J).astype(np.float32),

@@ -34,6 +34,7 @@ class TrainConfig:
     lr: float = 2e-3
     lambda_coc: float = 0.05
     lambda_grad: float = 0.05
+    lambda_disp: float = 0.0  # L1 of the disparity and its gradients (px): what the views show, whatever J is
     reblur_loss: bool = True
     seed: int = 0
     shards: str | None = None  # folder of npz shards (dpfocus.nn.data.make_shards); None: render on the fly
@@ -60,6 +61,11 @@ def losses(net: DPKernelNet, batch, cfg: TrainConfig) -> dict[str, torch.Tensor]
     gx, gy = _grad(out.coc)
     tx, ty = _grad(t["coc"])
     terms["coc_grad"] = cfg.lambda_grad * (F.l1_loss(gx, tx) + F.l1_loss(gy, ty))
+    if cfg.lambda_disp:
+        d = torch.from_numpy(batch.disparity)
+        dx, dy = _grad(out.disparity)
+        ex, ey = _grad(d)
+        terms["disparity"] = cfg.lambda_disp * (F.l1_loss(out.disparity, d) + F.l1_loss(dx, ex) + F.l1_loss(dy, ey))
     terms["total"] = sum(terms.values())
     return terms
 
@@ -97,7 +103,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
     with open(out / "log.csv", "w" if new_log else "a", newline="") as fh:
         writer = csv.writer(fh)
         if new_log:
-            writer.writerow(["step", "total", "deblur", "reblur", "coc", "coc_grad", "lr", "seconds"])
+            writer.writerow(["step", "total", "deblur", "reblur", "coc", "coc_grad", "disparity", "lr", "seconds"])
         t0 = time.perf_counter()
         while step < cfg.steps:
             net.train()
@@ -108,7 +114,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
             opt.step()
             sched.step()
             step += 1
-            writer.writerow([step] + [f"{float(terms[k].detach()) if k in terms else 0.0:.5f}" for k in ("total", "deblur", "reblur", "coc", "coc_grad")]
+            writer.writerow([step] + [f"{float(terms[k].detach()) if k in terms else 0.0:.5f}" for k in ("total", "deblur", "reblur", "coc", "coc_grad", "disparity")]
                             + [f"{sched.get_last_lr()[0]:.2e}", f"{time.perf_counter() - t0:.1f}"])
             if step % 10 == 0:
                 fh.flush()
