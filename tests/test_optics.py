@@ -162,3 +162,21 @@ def test_layers_sharing_a_bin_are_composited_far_to_near():
     for order in ([Layer(near, full, 0.20), Layer(far, full, 0.45)], [Layer(far, full, 0.45), Layer(near, full, 0.20)]):
         out = render_layers(order, DPPSF(), views=("combined",), bins=bins)["combined"]
         np.testing.assert_allclose(out, 0.9, atol=1e-5)  # the nearer (smaller CoC) layer is seen
+
+
+def test_blurred_foreground_rim_reveals_filled_background_not_itself():
+    """One all-in-focus image with a per-pixel CoC: behind a foreground that becomes blurred, the
+    renderer shows the surrounding background through the soft rim, not a ghost of the foreground."""
+    h, w = 64, 128
+    colour = np.zeros((h, w, 3), np.float32)
+    coc = np.zeros((h, w), np.float32)
+    colour[:, 64:] = 1.0  # a white foreground on the right, in front of a black, in-focus background
+    coc[:, 64:] = -10.0
+    layer = [Layer(colour, np.ones((h, w), np.float32), coc)]
+    plain = render_layers(layer, DPPSF(), views=("combined",))["combined"][h // 2, :, 0]
+    filled = render_layers(layer, DPPSF(), views=("combined",), fill_hidden=1)["combined"][h // 2, :, 0]
+    # just inside the edge the foreground is half transparent: the background behind it is black
+    assert filled[64] == pytest.approx(0.5, abs=0.1)
+    assert plain[66] > filled[66] + 0.2  # without the fill the foreground showed through itself
+    np.testing.assert_allclose(filled[:40], 0.0, atol=1e-3)  # far from the edge: untouched background
+    np.testing.assert_allclose(filled[100:], 1.0, atol=1e-3)

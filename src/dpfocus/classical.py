@@ -33,7 +33,7 @@ import scipy.fft
 
 from .analysis import Analysis, register_backend
 from .io import DPPair
-from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bounding_box, coc_bin_centres, linear_to_srgb, nearest_bin, srgb_to_linear
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bounding_box, coc_bin_centres, linear_to_srgb, nearest_bin, pull_push_fill, srgb_to_linear
 
 __all__ = ["classical_backend", "estimate_disparity", "deconvolve_aif", "kernel_bank", "guided_filter"]
 
@@ -165,26 +165,6 @@ def semi_global(costs: np.ndarray, guide: np.ndarray, p1: float, p2: float, diag
     return total / 8
 
 
-def _fill_low_confidence(d: np.ndarray, conf: np.ndarray, levels: int = 6) -> np.ndarray:
-    """Confidence-weighted pull-push: every pixel gets the nearest reliable values, coarse to fine."""
-    import cv2
-
-    num, den = [d * conf], [conf]
-    for _ in range(levels):
-        h, w = num[-1].shape
-        if min(h, w) < 8:
-            break
-        num.append(cv2.resize(num[-1], (w // 2, h // 2), interpolation=cv2.INTER_AREA))
-        den.append(cv2.resize(den[-1], (w // 2, h // 2), interpolation=cv2.INTER_AREA))
-    est = num[-1] / np.maximum(den[-1], 1e-6)
-    for n, c in zip(reversed(num[:-1]), reversed(den[:-1])):
-        up = cv2.resize(est, (n.shape[1], n.shape[0]), interpolation=cv2.INTER_LINEAR)
-        local = n / np.maximum(c, 1e-6)
-        wgt = np.clip(c * 4, 0, 1)
-        est = wgt * local + (1 - wgt) * up
-    return est.astype(np.float32)
-
-
 def likelihood_costs(
     gl: np.ndarray,
     gr: np.ndarray,
@@ -293,7 +273,7 @@ def estimate_disparity(
     second = np.where(np.isfinite(second), second, c0)
     typical = np.median(costs, axis=0)
     conf = ((1 - np.exp(-(typical - c0) / CONFIDENCE_SCALE)) * (1 - np.exp(-(second - c0) / CONFIDENCE_SCALE))).astype(np.float32)
-    filled = _fill_low_confidence(coc.astype(np.float32), conf)
+    filled = pull_push_fill(coc.astype(np.float32), conf, levels=6)
     smooth = guided_filter(guide, filled, r=max(2, window // 2), eps=1e-4)
     coc_small = np.where(conf > 0.5, 0.5 * (coc + smooth), smooth).astype(np.float32)
     coc_small = guided_filter(guide, coc_small, r=2, eps=1e-4)

@@ -34,6 +34,7 @@ __all__ = [
     "fft_convolve",
     "nearest_bin",
     "bounding_box",
+    "pull_push_fill",
     "BANK_STEP",
     "BANK_RELATIVE_STEP",
 ]
@@ -379,6 +380,36 @@ def bounding_box(mask: np.ndarray, pad: int = 0, shape: tuple[int, int] | None =
     return slice(y0, y1), slice(x0, x1)
 
 
+def pull_push_fill(values: np.ndarray, weights: np.ndarray, levels: int = 8) -> np.ndarray:
+    """Confidence-weighted pull-push: where ``weights`` is 0, values come from the nearest weighted
+    ones, coarse to fine; where it is 1 (or above 0.25), they stay. ``values`` is ``H x W`` or
+    ``H x W x C``, ``weights`` ``H x W`` in [0, 1]."""
+    import cv2
+
+    wgt = weights.astype(np.float32)
+    vals = values.astype(np.float32)
+    w3 = wgt[..., None] if vals.ndim == 3 else wgt
+    num, den = [vals * w3], [wgt]
+    for _ in range(levels):
+        h, w = den[-1].shape
+        if min(h, w) < 8:
+            break
+        num.append(cv2.resize(num[-1], (w // 2, h // 2), interpolation=cv2.INTER_AREA).reshape(h // 2, w // 2, *vals.shape[2:]))
+        den.append(cv2.resize(den[-1], (w // 2, h // 2), interpolation=cv2.INTER_AREA))
+
+    def ratio(n: np.ndarray, d: np.ndarray) -> np.ndarray:
+        d = np.maximum(d, 1e-6)
+        return n / (d[..., None] if n.ndim == 3 else d)
+
+    est = ratio(num[-1], den[-1])
+    for n, c in zip(reversed(num[:-1]), reversed(den[:-1])):
+        up = cv2.resize(est, (n.shape[1], n.shape[0]), interpolation=cv2.INTER_LINEAR).reshape(n.shape)
+        blend = np.clip(c * 4, 0, 1)
+        blend = blend[..., None] if n.ndim == 3 else blend
+        est = blend * ratio(n, c) + (1 - blend) * up
+    return est.astype(np.float32)
+
+
 def _blur_reduced(stack: np.ndarray, psf: PSFModel, coc: float, views: Sequence[str], factor: int) -> list[np.ndarray]:
     """Blur a C x H x W stack with the view kernels of ``coc`` at 1/factor resolution."""
     import cv2
@@ -400,6 +431,7 @@ def render_layers(
     views: Sequence[str] = ("left", "right"),
     bins: np.ndarray | None = None,
     fast: bool = False,
+    fill_hidden: int = 0,
 ) -> dict[str, np.ndarray]:
     """Render DP views of a layered scene, back to front, with premultiplied alpha, in linear light.
 
@@ -425,6 +457,12 @@ def render_layers(
     fast : bool
         Blur bins with radius >= 6 px at reduced resolution (factor ``radius // 3``, at most 4):
         their result is smooth, so this costs little accuracy and saves most of the time.
+    fill_hidden : int
+        For a layer that is one image with a per-pixel CoC (an all-in-focus photo), what lies behind
+        its much nearer pixels is unknown. With ``fill_hidden = m > 0``, at each bin the colour under
+        pixels more than ``m`` bins nearer is filled from the pixels at that bin (pull-push), so a
+        foreground that becomes blurred shows background through its soft rim instead of a ghost of
+        itself. Pixels within ``m`` bins keep their colour: a slanted surface stays seamless.
 
     Returns
     -------
@@ -495,7 +533,12 @@ def render_layers(
             if local is None:
                 continue
             a = cover[local]
-            stack = np.concatenate([(colour[local] * a[..., None]).transpose(2, 0, 1), a[None]], 0)
+            col = colour[local]
+            if fill_hidden and idx.ndim:
+                hidden = idx[local] < b - fill_hidden
+                if (hidden & (a > 0)).any():
+                    col = pull_push_fill(col, (a > 0) & ~hidden)
+            stack = np.concatenate([(col * a[..., None]).transpose(2, 0, 1), a[None]], 0)
             # grow by the kernel radius so blur spills outside the layer's own box
             ys, xs = local
             y0, x0 = layer_box[0].start + ys.start, layer_box[1].start + xs.start
