@@ -23,7 +23,7 @@ __all__ = ["SAMPLES", "sample_names", "sample_dir", "load_sample", "load_ground_
 
 #: name -> (seed, scene config) of each bundled sample
 SAMPLES: dict[str, tuple[int, SceneConfig]] = {
-    "garden": (11, SceneConfig(height=432, width=648, focus="on", max_coc=(9.0, 9.0), n_objects=(3, 4), ground_probability=1.0)),
+    "garden": (101, SceneConfig(height=432, width=648, focus="on", max_coc=(9.0, 9.0), n_objects=(3, 4), ground_probability=1.0)),
     "workshop": (23, SceneConfig(height=432, width=648, focus="front", max_coc=(12.0, 12.0), n_objects=(3, 4), ground_probability=1.0)),
     "gallery": (37, SceneConfig(height=432, width=648, focus="behind", max_coc=(10.0, 10.0), n_objects=(3, 5), ground_probability=0.0)),
     "microscope": (41, SceneConfig(height=360, width=480, focus="on", max_coc=(7.0, 7.0), n_objects=(2, 3), ground_probability=0.0, grey_probability=1.0)),

@@ -373,8 +373,8 @@ def generate_scene(seed: int | np.random.Generator = 0, config: SceneConfig | No
     object_q = [np.asarray(q)[alpha > 0.5] for _, alpha, q in surfaces[len(surfaces) - n_obj :] if (alpha > 0.5).any()]
     if placement == "on":
         q_focus = float(rng.choice(q_objs))
-    elif placement == "front":  # in front of every object point
-        nearest = max([float(q.max()) for q in object_q] or [float(q_vis.max())])
+    elif placement == "front":  # in front of everything visible, the near end of the ground included
+        nearest = max([float(q.max()) for q in object_q] + [float(q_vis.max())])
         q_focus = float(min(1.2, nearest + rng.uniform(0.05, 0.3)))
     else:  # behind every object point, between them and the backdrop
         farthest = min([float(q.min()) for q in object_q] or [float(q_vis.max())])
