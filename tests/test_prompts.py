@@ -411,3 +411,23 @@ def test_cli_bad_env_checkpoint_falls_back_with_a_note(small_pair, tmp_path, cap
     code, out, err = run_cli(capsys, small_pair, "-o", tmp_path / "o.png", "--point", 90, 60)
     assert code == 0 and (tmp_path / "o.png").exists()
     assert "fell back to the default segmentation" in err and "Traceback" not in err
+
+
+def test_a_click_does_not_drift_into_a_touching_surface_at_its_depth():
+    """An object beside a surface at the same depth whose colour ramps away from the object's: each
+    neighbour looks like the last, so growing by neighbour colour alone walks across the ramp."""
+    from dpfocus.analysis import Analysis
+    from dpfocus.prompts import mask_from_points
+
+    h, w = 80, 240
+    aif = np.zeros((h, w, 3), np.float32)
+    aif[:, :80] = (0.8, 0.1, 0.1)  # the object
+    ramp = np.linspace(0.0, 1.0, w - 80, dtype=np.float32)[None, :, None]
+    aif[:, 80:] = (1 - ramp) * np.array([0.7, 0.15, 0.15], np.float32) + ramp * np.array([0.1, 0.2, 0.9], np.float32)
+    disparity = np.zeros((h, w), np.float32)
+    zeros = np.zeros((h, w), np.float32)
+    bank = np.ones((1, 1, 1), np.float32)
+    a = Analysis(disparity, zeros + 1, zeros, zeros.astype(np.uint16), np.zeros(1, np.float32), bank, bank, aif, 1.2, "synthetic")
+    mask = mask_from_points(a, [(40.0, 40.0)])
+    assert mask[:, :80].mean() > 0.9  # the object
+    assert mask[:, 160:].mean() < 0.05  # not the far end of the ramp, where the surface is blue
