@@ -70,6 +70,17 @@ def test_refocus_on_the_in_focus_region_returns_the_capture():
     assert psnr(img, scene.combined) > 30  # measured 31.7 dB: hidden content behind occluders is unknown
 
 
+def test_refocus_at_the_captured_focus_gives_back_the_photo_exactly():
+    scene = generate_scene(4, SceneConfig(height=120, width=180, focus="on", with_refocus=False))
+    a = analyze(DPPair.from_arrays(scene.left, scene.right))
+    np.testing.assert_allclose(a.photo, (scene.left + scene.right) / 2, atol=1e-6)  # analyze attaches it
+    # strength 1 at d_trg = 0: every pixel keeps its captured blur, so the photo comes back as it was
+    np.testing.assert_allclose(render_refocus(a, 0.0), a.photo, atol=2e-4)
+    # more blur everywhere (strength 2) comes from the photo too: never sharper than it was
+    stronger = render_refocus(a, 0.0, strength=2.0)
+    assert np.abs(np.diff(stronger, axis=1)).mean() < np.abs(np.diff(a.photo, axis=1)).mean()
+
+
 def test_occlusion_order_at_a_depth_edge():
     h, w = 64, 128
     aif = np.zeros((h, w, 3), np.float32)
@@ -132,6 +143,7 @@ def test_analysis_round_trips_through_the_cli_files(tmp_path, rng):
     np.testing.assert_allclose(back.disparity, direct.disparity, atol=1e-5)
     np.testing.assert_array_equal(back.kernel_index, direct.kernel_index)
     np.testing.assert_allclose(back.aif, direct.aif, atol=1 / 65535 + 1e-6)
+    np.testing.assert_allclose(back.photo, direct.photo, atol=1 / 65535 + 1e-6)  # the refocus source travels too
     assert back.coc_per_disparity == pytest.approx(direct.coc_per_disparity)
     assert back.meta["backend"] == "classical" and "timings" in back.meta
     for name in ("disparity.tif", "coc.tif", "kernel_index.tif", "aif.png", "analysis.json"):

@@ -28,6 +28,8 @@ ANALYSIS_FILES = {
     "kernels": "kernels.npz",
     "record": "analysis.json",
 }
+#: the captured photo beside them (optional when reading: an older folder refocuses from the AIF alone)
+PHOTO_FILE = "photo.png"
 
 
 @dataclass
@@ -58,6 +60,10 @@ class Analysis:
     kernel_weights_topk : tuple of (indices, weights) arrays, optional
         Per-pixel top-k bank indices and weights (a backend with soft retrieval fills it); otherwise
         weights come from the CoC by linear interpolation between the two nearest bank entries.
+    photo : ndarray, optional
+        The captured ordinary photo (display-encoded, the views' shape) that was analysed:
+        :func:`analyze` attaches the pair's own, or ``(L + R) / 2``. Refocusing re-blurs it wherever
+        the target needs at least the captured blur, and uses the all-in-focus image elsewhere.
     """
 
     disparity: np.ndarray
@@ -72,6 +78,7 @@ class Analysis:
     backend: str
     meta: dict = field(default_factory=dict)
     kernel_weights_topk: tuple[np.ndarray, np.ndarray] | None = None
+    photo: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -144,6 +151,8 @@ def analyze(pair: DPPair, backend: str = "classical", **options) -> Analysis:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(sorted(_BACKENDS))}")
     t0 = time.perf_counter()
     result = _BACKENDS[backend](pair, **options)
+    if result.photo is None:
+        result.photo = (pair.combined if pair.combined is not None else (pair.left + pair.right) / 2).astype(np.float32)
     result.meta.setdefault("timings", {})["total_s"] = time.perf_counter() - t0
     result.meta.update(
         {
@@ -233,6 +242,8 @@ def save_analysis(analysis: Analysis, folder: str | Path, bit_depth: int | None 
         "confidence": save_map(folder / ANALYSIS_FILES["confidence"], analysis.confidence.astype(np.float32)),
         "aif": save_image(folder / ANALYSIS_FILES["aif"], analysis.aif, bits),
     }
+    if analysis.photo is not None:
+        out["photo"] = save_image(folder / PHOTO_FILE, analysis.photo, bits)
     kernels_path = folder / ANALYSIS_FILES["kernels"]
     np.savez_compressed(kernels_path, cocs=analysis.kernel_cocs, left=analysis.kernels_left, right=analysis.kernels_right)
     out["kernels"] = kernels_path
@@ -268,4 +279,5 @@ def load_analysis(folder: str | Path) -> Analysis:
         coc_per_disparity=float(record["J"]),
         backend=record["backend"],
         meta={k: v for k, v in record.items() if k not in ("J", "files")},
+        photo=read_image(folder / PHOTO_FILE)[0] if (folder / PHOTO_FILE).exists() else None,
     )
