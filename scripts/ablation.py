@@ -1,4 +1,4 @@
-"""Ablation at reduced scale (K3DN Table 4 style): PSF block, SRP block, reblur loss.
+"""Ablation at reduced scale (K3DN Table 4 style): PSF block, SRP block, context module, reblur loss.
 
 Trains each variant from the same seed on the same shards for the same steps, then scores it on
 held-out benchmark scenes (seeds 900000+, never trained on). Writes docs/ablation.md and prints
@@ -19,6 +19,7 @@ VARIANTS = {
     "full": {},
     "no PSF block": {"net": {"psf_block": False}},
     "no SRP block": {"net": {"srp_block": False}},
+    "no context module": {"net": {"context": False}},
     "no reblur loss": {"reblur_loss": False},
 }
 

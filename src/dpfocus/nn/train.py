@@ -34,7 +34,7 @@ class TrainConfig:
     lr: float = 2e-3
     lambda_coc: float = 0.05
     lambda_grad: float = 0.05
-    lambda_disp: float = 0.0  # L1 of the disparity and its gradients (px): what the views show, whatever J is
+    lambda_disp: float = 0.1  # L1 of the disparity and its gradients (px): what the views show, whatever J is
     reblur_loss: bool = True
     seed: int = 0
     shards: str | None = None  # folder of npz shards (dpfocus.nn.data.make_shards); None: render on the fly
