@@ -226,3 +226,30 @@ def test_evaluate_reports_every_figure_on_scenes_and_a_dpdd_folder(tmp_path, cap
     report = json.loads(json_path.read_text())
     assert report["classical"]["dpdd"]["pairs"][0]["pair"] == "a"
     assert 0 <= report["classical"]["synthetic"]["spearman"] <= 1
+
+
+def test_blur_by_radius_matches_a_direct_blur_and_leaves_other_pixels_alone(rng):
+    from dpfocus.refocus import blur_by_radius
+
+    img = textured(rng, 80, 120)
+    psf = DPPSF()
+    where = np.zeros((80, 120), bool)
+    where[:, 60:] = True
+    for radius in (0.0, 2.5, 7.0):  # 7 px takes the reduced-resolution path
+        out = blur_by_radius(img, np.full((80, 120), radius, np.float32), where, psf)
+        direct = render_layers([Layer(img, np.ones((80, 120), np.float32), radius)], psf, views=("combined",), bins=np.array([radius], np.float32))["combined"]
+        np.testing.assert_array_equal(out[:, :60], img[:, :60])
+        assert psnr(np.clip(out[20:60, 75:105], 0, 1), np.clip(direct[20:60, 75:105], 0, 1)) > (40 if radius < 6 else 30)
+
+
+def test_pull_push_fill_keeps_weighted_values_and_fills_the_rest():
+    from dpfocus.optics import pull_push_fill
+
+    values = np.zeros((64, 64, 3), np.float32)
+    values[:, :32] = (0.2, 0.4, 0.6)
+    values[:, 32:] = 5.0  # garbage where the weight is zero
+    weights = np.zeros((64, 64), np.float32)
+    weights[:, :32] = 1.0
+    filled = pull_push_fill(values, weights)
+    np.testing.assert_allclose(filled[:, :32], values[:, :32], atol=1e-6)
+    np.testing.assert_allclose(filled[:, 40:], np.broadcast_to(np.float32([0.2, 0.4, 0.6]), (64, 24, 3)), atol=1e-3)

@@ -273,7 +273,7 @@ def estimate_disparity(
     second = np.where(np.isfinite(second), second, c0)
     typical = np.median(costs, axis=0)
     conf = ((1 - np.exp(-(typical - c0) / CONFIDENCE_SCALE)) * (1 - np.exp(-(second - c0) / CONFIDENCE_SCALE))).astype(np.float32)
-    filled = pull_push_fill(coc.astype(np.float32), conf, levels=6)
+    filled = pull_push_fill(coc.astype(np.float32), conf)
     smooth = guided_filter(guide, filled, r=max(2, window // 2), eps=1e-4)
     coc_small = np.where(conf > 0.5, 0.5 * (coc + smooth), smooth).astype(np.float32)
     coc_small = guided_filter(guide, coc_small, r=2, eps=1e-4)

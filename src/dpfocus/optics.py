@@ -380,28 +380,35 @@ def bounding_box(mask: np.ndarray, pad: int = 0, shape: tuple[int, int] | None =
     return slice(y0, y1), slice(x0, x1)
 
 
-def pull_push_fill(values: np.ndarray, weights: np.ndarray, levels: int = 8) -> np.ndarray:
+def pull_push_fill(values: np.ndarray, weights: np.ndarray, levels: int | None = None) -> np.ndarray:
     """Confidence-weighted pull-push: where ``weights`` is 0, values come from the nearest weighted
     ones, coarse to fine; where it is 1 (or above 0.25), they stay. ``values`` is ``H x W`` or
-    ``H x W x C``, ``weights`` ``H x W`` in [0, 1]."""
+    ``H x W x C``, ``weights`` ``H x W`` in [0, 1]. ``levels`` limits how coarse the pull goes (how
+    far values travel); by default down to one pixel, so every hole is filled."""
     import cv2
 
     wgt = weights.astype(np.float32)
     vals = values.astype(np.float32)
     w3 = wgt[..., None] if vals.ndim == 3 else wgt
     num, den = [vals * w3], [wgt]
-    for _ in range(levels):
+    while levels is None or len(den) <= levels:
         h, w = den[-1].shape
-        if min(h, w) < 8:
+        if max(h, w) <= 1:
             break
-        num.append(cv2.resize(num[-1], (w // 2, h // 2), interpolation=cv2.INTER_AREA).reshape(h // 2, w // 2, *vals.shape[2:]))
-        den.append(cv2.resize(den[-1], (w // 2, h // 2), interpolation=cv2.INTER_AREA))
+        size = (max(w // 2, 1), max(h // 2, 1))
+        num.append(cv2.resize(num[-1], size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], *vals.shape[2:]))
+        den.append(cv2.resize(den[-1], size, interpolation=cv2.INTER_AREA))
 
     def ratio(n: np.ndarray, d: np.ndarray) -> np.ndarray:
-        d = np.maximum(d, 1e-6)
+        d = np.maximum(d, 1e-12)
         return n / (d[..., None] if n.ndim == 3 else d)
 
     est = ratio(num[-1], den[-1])
+    empty = den[-1] <= 1e-12
+    if empty.any():  # cells nothing reached even at the coarsest level: the weighted mean of all
+        total = float(wgt.sum())
+        mean = (num[0].reshape(-1, *vals.shape[2:]).sum(0) / total) if total > 0 else np.zeros(vals.shape[2:], np.float32)
+        est[empty] = mean
     for n, c in zip(reversed(num[:-1]), reversed(den[:-1])):
         up = cv2.resize(est, (n.shape[1], n.shape[0]), interpolation=cv2.INTER_LINEAR).reshape(n.shape)
         blend = np.clip(c * 4, 0, 1)
