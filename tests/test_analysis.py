@@ -97,6 +97,18 @@ def test_occlusion_order_at_a_depth_edge():
     np.testing.assert_allclose(on_front[66:80], 0.0, atol=1e-3)
 
 
+def test_a_bank_without_an_in_focus_kernel_still_renders_the_focal_plane_sharp(rng):
+    h, w = 64, 96
+    aif = textured(rng, h, w)
+    disparity = np.zeros((h, w), np.float32)
+    cocs, left, right = kernel_bank(DPPSF(), 12)
+    keep = np.abs(cocs) >= 2  # like the network's learned bank: nothing between -2 and +2 px
+    J = DPPSF().coc_per_disparity
+    a = Analysis(disparity, np.ones_like(disparity), disparity, np.zeros((h, w), np.uint16), cocs[keep], left[keep], right[keep], aif, J, "synthetic")
+    np.testing.assert_allclose(render_refocus(a, d_trg=0.0), aif, atol=2e-3)
+    assert 0.0 not in a.kernel_cocs  # the analysis's own bank is left as it was
+
+
 def test_focus_targets_and_errors(rng):
     pair, _ = plane_pair(rng, 3.0, 64, 96)
     a = analyze(pair)
