@@ -26,6 +26,9 @@ __all__ = ["WEIGHTS_PATH", "NetworkWeightsError", "load_network", "run_network",
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "dpkernelnet.pt"
 DEFAULT_TILE = 512
 OVERLAP = 96  # px each side: the network's receptive field is about this wide
+#: images are padded, and tiles placed, on this grid (px): the context module runs at 1/16 of the
+#: 1/4-resolution features, so its stride-2 samples only line up across tiles on a 64 px grid
+GRID = 64
 TOP_K = 5
 
 
@@ -75,9 +78,11 @@ def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
 
 
 def _tiles(n: int, tile: int, overlap: int) -> list[int]:
+    """Tile starts: multiples of ``GRID`` (``n`` and ``tile`` are), so every tile samples the
+    network's strided grids where the whole image does."""
     if n <= tile:
         return [0]
-    step = tile - 2 * overlap
+    step = max(GRID, (tile - 2 * overlap) // GRID * GRID)
     starts = list(range(0, n - tile, step)) + [n - tile]
     return sorted(set(starts))
 
@@ -89,12 +94,12 @@ def run_network(net: DPKernelNet, left: np.ndarray, right: np.ndarray, tile: int
     resampled to full res on demand) blended across tiles with smooth ramps.
     """
     h, w = left.shape[:2]
-    ph, pw = (-h) % 4, (-w) % 4
+    ph, pw = (-h) % GRID, (-w) % GRID
     pad = lambda img: np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect") if (ph or pw) else img  # noqa: E731
     lt, rt = pad(left), pad(right)
     H, W = lt.shape[:2]
     tile = int(tile) if tile else max(H, W)
-    tile = max(4 * ((tile + 3) // 4), 4 * ((2 * OVERLAP + 64 + 3) // 4))
+    tile = max(-(-tile // GRID) * GRID, -(-(2 * OVERLAP + GRID) // GRID) * GRID)
     overlap = OVERLAP if tile < max(H, W) else 0
     ys, xs = _tiles(H, tile, overlap), _tiles(W, tile, overlap)
     k = net.config.n_kernels
