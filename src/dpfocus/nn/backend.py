@@ -24,7 +24,7 @@ from .train import WEIGHTS_FORMAT
 __all__ = ["WEIGHTS_PATH", "NetworkWeightsError", "load_network", "run_network", "network_backend", "network_refocus", "DEFAULT_TILE"]
 
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "dpkernelnet.pt"
-DEFAULT_TILE = 512
+DEFAULT_TILE = 768  # px: 6 tiles at 1120x1680; 512 px tiles cost 15 tiles and 0.7 s more
 OVERLAP = 96  # px each side: the network's receptive field is about this wide
 #: images are padded, and tiles placed, on this grid (px): the context module runs at 1/16 of the
 #: 1/4-resolution features, so its stride-2 samples only line up across tiles on a 64 px grid
@@ -176,9 +176,9 @@ def network_backend(pair: DPPair, progress=None, tile: int | None = None, weight
     order, cocs, bank_l, bank_r = image_space_bank(net)
     h, w = pair.shape[:2]
     blend = torch.from_numpy(np.ascontiguousarray(out["weights"][order])[None])  # entries in CoC order
-    blend = F.interpolate(blend, scale_factor=4, mode="bilinear", align_corners=False)[0, :, :h, :w].numpy()
-    top = np.argsort(-blend, axis=0)[:TOP_K]
-    top_w = np.take_along_axis(blend, top, axis=0)
+    blend = F.interpolate(blend, scale_factor=4, mode="bilinear", align_corners=False)[0, :, :h, :w]
+    top_w, top = torch.topk(blend, TOP_K, dim=0)  # sorted, largest first
+    top, top_w = top.numpy(), top_w.numpy()
     top_w /= top_w.sum(0, keepdims=True)
     aif = np.clip(out["aif"], 0, 1)
     aif = aif.mean(axis=2) if pair.left.ndim == 2 else aif
