@@ -133,20 +133,24 @@ def render_refocus(analysis: Analysis, d_trg: float, strength: float = 1.0, tole
     aif = analysis.aif
     lin = srgb_to_linear(aif if aif.ndim == 3 else aif[..., None])
     psf = analysis_psf(analysis)
-    # depth bins with the kernel bank's spacing, over the target CoC range
-    bins = coc_bin_centres(float(np.abs(coc).max()), step=BANK_STEP, relative_step=BANK_RELATIVE_STEP)
-    out = render_layers(
-        [Layer(lin, np.ones(coc.shape, np.float32), coc)], psf, views=("combined",), bins=bins, fast=True,
-        fill_hidden=HIDDEN_FILL_BINS,
-    )["combined"]
-    if analysis.photo is not None and analysis.photo.shape == aif.shape:
-        wanted, captured = np.abs(coc), np.abs(analysis.coc)
-        from_photo = wanted >= captured - PHOTO_SLACK
-        if from_photo.any():
-            photo = srgb_to_linear(analysis.photo if analysis.photo.ndim == 3 else analysis.photo[..., None])
-            extra = np.sqrt(np.maximum(wanted * wanted - captured * captured, 0)).astype(np.float32)
-            reblurred = blur_by_radius(photo, extra, from_photo, psf)
-            out = np.where(from_photo[..., None], reblurred, out)
+    has_photo = analysis.photo is not None and analysis.photo.shape == aif.shape
+    wanted, captured = np.abs(coc), np.abs(analysis.coc)
+    from_photo = wanted >= captured - PHOTO_SLACK if has_photo else np.zeros(coc.shape, bool)
+    out = np.empty_like(lin)
+    # the layered render is only needed where the photo is not used, and within blur reach of there
+    box = bounding_box(~from_photo, pad=int(np.ceil(wanted.max())) + 2)
+    if box is not None:
+        # depth bins with the kernel bank's spacing, over the target CoC range
+        bins = coc_bin_centres(float(wanted[box].max()), step=BANK_STEP, relative_step=BANK_RELATIVE_STEP)
+        out[box] = render_layers(
+            [Layer(lin[box], np.ones(coc[box].shape, np.float32), coc[box])], psf, views=("combined",), bins=bins,
+            fast=True, fill_hidden=HIDDEN_FILL_BINS,
+        )["combined"]
+    if from_photo.any():
+        photo = srgb_to_linear(analysis.photo if analysis.photo.ndim == 3 else analysis.photo[..., None])
+        extra = np.sqrt(np.maximum(wanted * wanted - captured * captured, 0)).astype(np.float32)
+        reblurred = blur_by_radius(photo, extra, from_photo, psf)
+        out = np.where(from_photo[..., None], reblurred, out)
     img = linear_to_srgb(out)
     return img if aif.ndim == 3 else img[..., 0]
 
