@@ -171,16 +171,30 @@ def blur_by_radius(image: np.ndarray, radius: np.ndarray, where: np.ndarray, psf
     t = np.clip((r - levels[lo]) / (levels[hi] - levels[lo]), 0, 1)
     acc = np.zeros_like(image)
     h, w = r.shape
+    # the box of the pixels interpolating from each lower level, in one pass (level k is used by
+    # the pixels whose lower level is k or k - 1)
+    ys, xs = np.nonzero(where)
+    lo_at = lo[ys, xs]
+    n = len(levels)
+    y0 = np.full(n, h, np.int64); y1 = np.full(n, -1, np.int64)
+    x0 = np.full(n, w, np.int64); x1 = np.full(n, -1, np.int64)
+    np.minimum.at(y0, lo_at, ys); np.maximum.at(y1, lo_at, ys)
+    np.minimum.at(x0, lo_at, xs); np.maximum.at(x1, lo_at, xs)
     for k, level in enumerate(levels):
-        weight = np.where(where & (lo == k), 1 - t, 0) + np.where(where & (hi == k), t, 0)
-        box = bounding_box(weight > 0)
-        if box is None:
+        users = [j for j in (k - 1, k) if 0 <= j < n and y1[j] >= 0]
+        if not users:
             continue
+        by0, by1 = min(y0[j] for j in users), max(y1[j] for j in users) + 1
+        bx0, bx1 = min(x0[j] for j in users), max(x1[j] for j in users) + 1
+        box = (slice(by0, by1), slice(bx0, bx1))
+        inside, lo_b, t_b = where[box], lo[box], t[box]
+        weight = np.where(inside & (lo_b == k), 1 - t_b, 0) + np.where(inside & (lo_b == k - 1), t_b, 0)
         if level == 0:
-            acc[box] += weight[box][..., None] * image[box]
+            acc[box] += weight[..., None] * image[box]
             continue
         kernel = psf.combined_kernel(float(level))
-        grown = bounding_box(weight > 0, kernel.shape[0] // 2 + 2, (h, w))
+        pad = kernel.shape[0] // 2 + 2
+        grown = (slice(max(by0 - pad, 0), min(by1 + pad, h)), slice(max(bx0 - pad, 0), min(bx1 + pad, w)))
         part = image[grown]
         factor = min(4, int(level // 3)) if level >= 6 else 1
         if factor > 1:
@@ -192,7 +206,7 @@ def blur_by_radius(image: np.ndarray, radius: np.ndarray, where: np.ndarray, psf
         else:
             blurred = _blur_same(part, kernel)
         inner = (slice(box[0].start - grown[0].start, box[0].stop - grown[0].start), slice(box[1].start - grown[1].start, box[1].stop - grown[1].start))
-        acc[box] += weight[box][..., None] * blurred[inner]
+        acc[box] += weight[..., None] * blurred[inner]
     out[where] = acc[where]
     return out
 
