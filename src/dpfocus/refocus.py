@@ -15,6 +15,7 @@ focused on the target. A focus tolerance keeps a disparity band around ``d_trg``
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from .analysis import Analysis
 from .optics import BANK_RELATIVE_STEP, BANK_STEP, CalibratedPSF, Layer, PSFModel, bounding_box, coc_bin_centres, fft_convolve, linear_to_srgb, render_layers, srgb_to_linear
@@ -173,19 +174,14 @@ def blur_by_radius(image: np.ndarray, radius: np.ndarray, where: np.ndarray, psf
     h, w = r.shape
     # the box of the pixels interpolating from each lower level, in one pass (level k is used by
     # the pixels whose lower level is k or k - 1)
-    ys, xs = np.nonzero(where)
-    lo_at = lo[ys, xs]
     n = len(levels)
-    y0 = np.full(n, h, np.int64); y1 = np.full(n, -1, np.int64)
-    x0 = np.full(n, w, np.int64); x1 = np.full(n, -1, np.int64)
-    np.minimum.at(y0, lo_at, ys); np.maximum.at(y1, lo_at, ys)
-    np.minimum.at(x0, lo_at, xs); np.maximum.at(x1, lo_at, xs)
+    found = ndimage.find_objects(np.where(where, lo + 1, 0).astype(np.int32), max_label=n)
     for k, level in enumerate(levels):
-        users = [j for j in (k - 1, k) if 0 <= j < n and y1[j] >= 0]
+        users = [found[j] for j in (k - 1, k) if 0 <= j < n and found[j] is not None]
         if not users:
             continue
-        by0, by1 = min(y0[j] for j in users), max(y1[j] for j in users) + 1
-        bx0, bx1 = min(x0[j] for j in users), max(x1[j] for j in users) + 1
+        by0, by1 = min(u[0].start for u in users), max(u[0].stop for u in users)
+        bx0, bx1 = min(u[1].start for u in users), max(u[1].stop for u in users)
         box = (slice(by0, by1), slice(bx0, bx1))
         inside, lo_b, t_b = where[box], lo[box], t[box]
         weight = np.where(inside & (lo_b == k), 1 - t_b, 0) + np.where(inside & (lo_b == k - 1), t_b, 0)
