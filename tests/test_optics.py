@@ -58,6 +58,15 @@ def test_disparity_linear_in_radius_including_subpixel(psf):
     assert np.all(np.diff([psf.disparity(r) for r in radii]) > 0)
 
 
+def test_calibrated_bank_without_an_in_focus_entry_images_the_focal_plane_as_a_point():
+    base = DPPSF()
+    radii = [2.0, 4.0]  # mirrored to -4, -2, 2, 4: nothing measured at focus
+    bank = CalibratedPSF(radii, [base.kernels(r)[0] for r in radii], [base.kernels(r)[1] for r in radii])
+    kl, kr = bank.kernels(0.0)
+    assert kl.shape == kr.shape == (1, 1) and kl[0, 0] == kr[0, 0] == 1
+    assert 0 < bank.disparity(1.0) < bank.disparity(2.0)  # blur grows from the point towards the bank
+
+
 def test_softer_split_gives_less_disparity():
     assert DPPSF(split_softness=0.4).disparity(8) < DPPSF(split_softness=0.05).disparity(8)
 

@@ -29,9 +29,6 @@ HIDDEN_FILL_BINS = 1
 #: the captured photo is re-blurred where the target CoC is at least the captured CoC less this (px);
 #: tuning scenes: +0.76 dB over rendering everything from the all-in-focus image
 PHOTO_SLACK = 0.5
-#: a kernel bank with no entry this close to CoC 0 (px) gets a point kernel there for rendering;
-#: the network's learned bank: +1.6 dB refocus PSNR on held-out scenes
-IN_FOCUS_COC = 0.25
 
 
 class FocusError(ValueError):
@@ -106,17 +103,7 @@ def analysis_psf(analysis: Analysis) -> PSFModel:
     """The analysis's kernel bank as a PSF model (so refocusing uses the kernels the backend found)."""
     cached = analysis.meta.get("_psf")
     if cached is None:
-        cocs, left, right = analysis.kernel_cocs, analysis.kernels_left, analysis.kernels_right
-        if not np.any(np.abs(cocs) < IN_FOCUS_COC):
-            # a learned bank may have no in-focus entry; every lens images its focal plane as a point,
-            # and without one the focal plane would be blurred by its neighbours' mix
-            size = left.shape[-1]
-            point = np.zeros((1, size, size), np.float32)
-            point[0, size // 2, size // 2] = 1
-            at = int(np.searchsorted(cocs, 0.0))
-            cocs = np.insert(cocs, at, 0.0)
-            left, right = np.insert(left, at, point, axis=0), np.insert(right, at, point, axis=0)
-        cached = CalibratedPSF(cocs.tolist(), list(left), list(right))
+        cached = CalibratedPSF(analysis.kernel_cocs.tolist(), list(analysis.kernels_left), list(analysis.kernels_right))
         analysis.meta["_psf"] = cached
     return cached
 
