@@ -33,7 +33,7 @@ import scipy.fft
 
 from .analysis import Analysis, register_backend
 from .io import DPPair
-from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bounding_box, coc_bin_centres, linear_to_srgb, nearest_bin, pull_push_fill, srgb_to_linear
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bounding_box, coc_bin_centres, grow_box, linear_to_srgb, nearest_bin, pull_push_fill, srgb_to_linear
 
 __all__ = ["classical_backend", "estimate_disparity", "deconvolve_aif", "kernel_bank", "guided_filter"]
 
@@ -397,9 +397,7 @@ def deconvolve_aif(
         est = est[:, pad : pad + h, pad : pad + w].transpose(1, 2, 0)
         # de-ringing: a sharp pixel cannot leave the range of the blurred values its kernel covers
         r = max(1, int(np.ceil(abs(float(cocs[k])))))
-        ys, xs = box
-        grown = (slice(max(ys.start - r, 0), min(ys.stop + r, h)), slice(max(xs.start - r, 0), min(xs.stop + r, w)))
-        inner = (slice(ys.start - grown[0].start, ys.stop - grown[0].start), slice(xs.start - grown[1].start, xs.stop - grown[1].start))
+        grown, inner = grow_box(box, r, (h, w))
         local = combined[grown]
         est = np.clip(est[box], _local_extreme(local, r, np.minimum)[inner], _local_extreme(local, r, np.maximum)[inner])
         out[box] += weight[..., None] * est

@@ -34,6 +34,7 @@ __all__ = [
     "fft_convolve",
     "nearest_bin",
     "bounding_box",
+    "grow_box",
     "pull_push_fill",
     "BANK_STEP",
     "BANK_RELATIVE_STEP",
@@ -385,9 +386,16 @@ def bounding_box(mask: np.ndarray, pad: int = 0, shape: tuple[int, int] | None =
     if rows.size == 0:
         return None
     cols = np.flatnonzero(mask.any(axis=0))
-    y0, y1 = max(rows[0] - pad, 0), min(rows[-1] + pad + 1, shape[0])
-    x0, x1 = max(cols[0] - pad, 0), min(cols[-1] + pad + 1, shape[1])
-    return slice(y0, y1), slice(x0, x1)
+    return grow_box((slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)), pad, shape)[0]
+
+
+def grow_box(box: tuple[slice, slice], pad: int, shape: tuple[int, int]) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """``box`` grown by ``pad`` within ``shape``, and where ``box`` lies inside the grown one (for
+    filtering a region with the context its filter reaches, then keeping the region)."""
+    ys, xs = box
+    grown = (slice(max(ys.start - pad, 0), min(ys.stop + pad, shape[0])), slice(max(xs.start - pad, 0), min(xs.stop + pad, shape[1])))
+    inner = (slice(ys.start - grown[0].start, ys.stop - grown[0].start), slice(xs.start - grown[1].start, xs.stop - grown[1].start))
+    return grown, inner
 
 
 def pull_push_fill(values: np.ndarray, weights: np.ndarray, levels: int | None = None) -> np.ndarray:
