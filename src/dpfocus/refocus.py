@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from .analysis import Analysis
-from .optics import BANK_RELATIVE_STEP, BANK_STEP, CalibratedPSF, Layer, PSFModel, bounding_box, coc_bin_centres, fft_convolve, linear_to_srgb, render_layers, srgb_to_linear
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, CalibratedPSF, Layer, PSFModel, bounding_box, coc_bin_centres, fft_convolve, grow_box, linear_to_srgb, render_layers, srgb_to_linear
 
 __all__ = ["FocusError", "focus_disparity", "target_coc", "analysis_psf", "render_refocus", "blur_by_radius", "RefocusPreview", "point_mask", "box_mask"]
 
@@ -176,8 +176,7 @@ def blur_by_radius(image: np.ndarray, radius: np.ndarray, where: np.ndarray, psf
             acc[box] += weight[..., None] * image[box]
             continue
         kernel = psf.combined_kernel(float(level))
-        pad = kernel.shape[0] // 2 + 2
-        grown = (slice(max(by0 - pad, 0), min(by1 + pad, h)), slice(max(bx0 - pad, 0), min(bx1 + pad, w)))
+        grown, inner = grow_box(box, kernel.shape[0] // 2 + 2, (h, w))
         part = image[grown]
         factor = min(4, int(level // 3)) if level >= 6 else 1
         if factor > 1:
@@ -188,7 +187,6 @@ def blur_by_radius(image: np.ndarray, radius: np.ndarray, where: np.ndarray, psf
             blurred = cv2.resize(blurred_small, (pw, ph), interpolation=cv2.INTER_LINEAR).reshape(ph, pw, -1)
         else:
             blurred = _blur_same(part, kernel)
-        inner = (slice(box[0].start - grown[0].start, box[0].stop - grown[0].start), slice(box[1].start - grown[1].start, box[1].stop - grown[1].start))
         acc[box] += weight[..., None] * blurred[inner]
     out[where] = acc[where]
     return out
@@ -229,18 +227,14 @@ class RefocusPreview:
             radii.append(radii[-1] + max(0.5, 0.25 * radii[-1]))
         self.radii = np.array(radii, np.float32)  # in preview pixels
         psf = analysis_psf(analysis)
-        planes = lin.transpose(2, 0, 1)
-        stack = [planes.transpose(1, 2, 0)]
-        pad = 8
+        stack = [lin]
         for r in self.radii[1:]:
             k = psf.combined_kernel(float(r) * self.scale)
             if self.scale > 1:  # the kernel at preview resolution
                 size = max(3, int(2 * np.ceil(r) + 1) | 1)
                 k = cv2.resize(k, (size, size), interpolation=cv2.INTER_AREA)
                 k = k / k.sum()
-            p = max(pad, k.shape[0])
-            padded = np.pad(planes, ((0, 0), (p, p), (p, p)), mode="reflect")
-            stack.append(fft_convolve(padded, [k])[0][:, p:-p, p:-p].transpose(1, 2, 0))
+            stack.append(_blur_same(lin, k))
         # display-encoded uint8 levels: a quarter of the memory traffic of float32 per lookup
         self.stack = np.stack([np.round(linear_to_srgb(s) * 255).astype(np.uint8) for s in stack]).reshape(len(stack) * hs * ws, -1)
         self._pixels = np.arange(hs * ws, dtype=np.int64)
