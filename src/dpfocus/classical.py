@@ -165,6 +165,14 @@ def semi_global(costs: np.ndarray, guide: np.ndarray, p1: float, p2: float, diag
     return total / 8
 
 
+def _kernel_spectrum(kernel: np.ndarray, fh: int, fw: int) -> np.ndarray:
+    """rfft2 of an odd square kernel on an ``fh x fw`` grid, centred on the origin (no shift)."""
+    size = kernel.shape[0]
+    padded = np.zeros((fh, fw), np.float32)
+    padded[:size, :size] = kernel
+    return scipy.fft.rfft2(np.roll(padded, (-(size // 2), -(size // 2)), axis=(0, 1)), workers=-1)
+
+
 def likelihood_costs(
     gl: np.ndarray,
     gr: np.ndarray,
@@ -202,14 +210,7 @@ def likelihood_costs(
     costs = np.empty((len(candidates), hs, ws), np.float32)
     for k, c in enumerate(candidates):
         kl, kr = psf.kernels(float(c))
-        size = kl.shape[0]
-
-        def spectrum(kernel: np.ndarray) -> np.ndarray:
-            padded = np.zeros((fh, fw), np.float32)
-            padded[:size, :size] = kernel
-            return scipy.fft.rfft2(np.roll(padded, (-(size // 2), -(size // 2)), axis=(0, 1)), workers=-1)
-
-        fkl, fkr = spectrum(kl), spectrum(kr)
+        fkl, fkr = _kernel_spectrum(kl, fh, fw), _kernel_spectrum(kr, fh, fw)
         d = (fkl.real**2 + fkl.imag**2 + fkr.real**2 + fkr.imag**2 + lam_grad2).astype(np.float32)
         inv = 1 / np.sqrt(d)
         erased = np.sqrt(lam_grad2) * inv  # what the candidate's kernels would have removed
@@ -379,19 +380,13 @@ def deconvolve_aif(
     lo, hi, t = bank_weights(coc, cocs)
     used = np.unique(np.concatenate([lo[t < 1].ravel(), hi[t > 0].ravel()]))
     out = np.zeros((h, w, ch), np.float32)
-
-    def spectrum(kernel: np.ndarray) -> np.ndarray:
-        kpad = np.zeros((fh, fw), np.float32)
-        kpad[:size, :size] = kernel
-        return scipy.fft.rfft2(np.roll(kpad, (-(size // 2), -(size // 2)), axis=(0, 1)), workers=-1)
-
     for n, k in enumerate(used):
         box = bounding_box((lo == k) & (t < 1) | (hi == k) & (t > 0))
         if box is None:
             continue
         lo_b, hi_b, t_b = lo[box], hi[box], t[box]
         weight = np.where(lo_b == k, 1 - t_b, 0) + np.where(hi_b == k, t_b, 0)
-        fkl, fkr = spectrum(kernels_left[k]), spectrum(kernels_right[k])
+        fkl, fkr = _kernel_spectrum(kernels_left[k], fh, fw), _kernel_spectrum(kernels_right[k], fh, fw)
         denom = np.abs(fkl) ** 2 + np.abs(fkr) ** 2 + 2 * lam * grad2
         est = scipy.fft.irfft2((np.conj(fkl) * spec_l + np.conj(fkr) * spec_r) / denom, s=(fh, fw), workers=-1)
         est = est[:, pad : pad + h, pad : pad + w].transpose(1, 2, 0)
