@@ -15,10 +15,9 @@ focused on the target. A focus tolerance keeps a disparity band around ``d_trg``
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from .analysis import Analysis
-from .optics import BANK_RELATIVE_STEP, BANK_STEP, CalibratedPSF, Layer, PSFModel, bounding_box, coc_bin_centres, fft_convolve, grow_box, linear_to_srgb, render_layers, srgb_to_linear
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, DIRECT_MAX_WIDTH, CalibratedPSF, Layer, PSFModel, bounding_box, coc_bin_centres, fft_convolve, grow_box, linear_to_srgb, render_layers, srgb_to_linear, trim_kernel
 
 __all__ = ["FocusError", "focus_disparity", "target_coc", "analysis_psf", "render_refocus", "blur_by_radius", "RefocusPreview", "point_mask", "box_mask"]
 
@@ -150,50 +149,62 @@ def blur_by_radius(image: np.ndarray, radius: np.ndarray, where: np.ndarray, psf
     resolution, as their result is smooth."""
     import cv2
 
-    out = image.copy()
     r = np.where(where, radius, 0).astype(np.float32)
     levels = np.concatenate([[0.0], coc_bin_centres(max(float(r.max()), 0.5), step=0.5, relative_step=BANK_RELATIVE_STEP / 2)])
     levels = np.unique(np.abs(levels))
     hi = np.clip(np.searchsorted(levels, r), 1, len(levels) - 1)
     lo = hi - 1
     t = np.clip((r - levels[lo]) / (levels[hi] - levels[lo]), 0, 1)
-    acc = np.zeros_like(image)
     h, w = r.shape
-    # the box of the pixels interpolating from each lower level, in one pass (level k is used by
-    # the pixels whose lower level is k or k - 1)
-    n = len(levels)
-    found = ndimage.find_objects(np.where(where, lo + 1, 0).astype(np.int32), max_label=n)
+    # each computed pixel blends its lower and upper level: visit the levels in order with the
+    # pixels (flat indices, grouped by lower level) that use each one
+    flat = np.flatnonzero(where)
+    lo_f, t_f = lo.ravel()[flat], t.ravel()[flat].astype(np.float32)
+    order = np.argsort(lo_f, kind="stable")
+    flat, lo_f, t_f = flat[order], lo_f[order], t_f[order]
+    starts = np.searchsorted(lo_f, np.arange(len(levels) + 1))
+    acc = np.zeros((flat.size, image.shape[2]), np.float32)
+    ys, xs = np.divmod(flat, w)
     for k, level in enumerate(levels):
-        users = [found[j] for j in (k - 1, k) if 0 <= j < n and found[j] is not None]
-        if not users:
+        # pixels whose lower level is k (weight 1 - t), then those whose upper level is k (weight t)
+        a0, a1 = starts[k], starts[k + 1]
+        b0, b1 = starts[k - 1] if k > 0 else a0, a0
+        if a0 == a1 and b0 == b1:
             continue
-        by0, by1 = min(u[0].start for u in users), max(u[0].stop for u in users)
-        bx0, bx1 = min(u[1].start for u in users), max(u[1].stop for u in users)
-        box = (slice(by0, by1), slice(bx0, bx1))
-        inside, lo_b, t_b = where[box], lo[box], t[box]
-        weight = np.where(inside & (lo_b == k), 1 - t_b, 0) + np.where(inside & (lo_b == k - 1), t_b, 0)
+        sel = slice(b0, a1)  # contiguous: lower level k - 1, then lower level k
+        y_sel, x_sel = ys[sel], xs[sel]
+        box = (slice(int(y_sel.min()), int(y_sel.max()) + 1), slice(int(x_sel.min()), int(x_sel.max()) + 1))
+        weight = np.concatenate([t_f[b0:b1], 1 - t_f[a0:a1]])
         if level == 0:
-            acc[box] += weight[..., None] * image[box]
-            continue
-        kernel = psf.combined_kernel(float(level))
-        grown, inner = grow_box(box, kernel.shape[0] // 2 + 2, (h, w))
-        part = image[grown]
-        factor = min(4, int(level // 3)) if level >= 6 else 1
-        if factor > 1:
-            ph, pw = part.shape[:2]
-            small = cv2.resize(part, (max(pw // factor, 1), max(ph // factor, 1)), interpolation=cv2.INTER_AREA).reshape(max(ph // factor, 1), max(pw // factor, 1), -1)
-            k_small = psf.combined_kernel(float(level) / factor)
-            blurred_small = _blur_same(small, k_small)
-            blurred = cv2.resize(blurred_small, (pw, ph), interpolation=cv2.INTER_LINEAR).reshape(ph, pw, -1)
+            blurred_at = image[y_sel, x_sel]
         else:
-            blurred = _blur_same(part, kernel)
-        acc[box] += weight[..., None] * blurred[inner]
-    out[where] = acc[where]
+            kernel = psf.combined_kernel(float(level))
+            grown, inner = grow_box(box, kernel.shape[0] // 2 + 2, (h, w))
+            part = image[grown]
+            factor = min(4, int(level // 3)) if level >= 6 else 1
+            if factor > 1:
+                ph, pw = part.shape[:2]
+                small = cv2.resize(part, (max(pw // factor, 1), max(ph // factor, 1)), interpolation=cv2.INTER_AREA).reshape(max(ph // factor, 1), max(pw // factor, 1), -1)
+                k_small = psf.combined_kernel(float(level) / factor)
+                blurred_small = _blur_same(small, k_small)
+                blurred = cv2.resize(blurred_small, (pw, ph), interpolation=cv2.INTER_LINEAR).reshape(ph, pw, -1)
+            else:
+                blurred = _blur_same(part, kernel)
+            blurred_at = blurred[y_sel - grown[0].start, x_sel - grown[1].start]
+        acc[sel] += weight[:, None] * blurred_at
+    out = image.copy()
+    out.reshape(h * w, -1)[flat] = acc
     return out
 
 
 def _blur_same(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """'Same' convolution of an ``H x W x C`` image with mirrored borders."""
+    import cv2
+
+    kernel = trim_kernel(np.asarray(kernel, np.float32))
+    if kernel.shape[0] <= DIRECT_MAX_WIDTH and image.shape[2] <= 4:
+        flipped = np.ascontiguousarray(kernel[::-1, ::-1])  # filter2D correlates
+        return cv2.filter2D(np.ascontiguousarray(image, np.float32), -1, flipped, borderType=cv2.BORDER_REFLECT_101).reshape(image.shape)
     p = kernel.shape[0] // 2
     padded = np.pad(image, ((p, p), (p, p), (0, 0)), mode="reflect") if p else image
     blurred = fft_convolve(padded.transpose(2, 0, 1), [kernel])[0]
