@@ -33,7 +33,7 @@ import scipy.fft
 
 from .analysis import Analysis, register_backend
 from .io import DPPair
-from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bounding_box, coc_bin_centres, grow_box, linear_to_srgb, nearest_bin, pull_push_fill, srgb_to_linear
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bounding_box, coc_bin_centres, grow_box, linear_to_srgb, nearest_bin, pull_push_fill, srgb_to_linear, trim_kernel
 
 __all__ = ["classical_backend", "estimate_disparity", "deconvolve_aif", "kernel_bank", "guided_filter"]
 
@@ -53,6 +53,15 @@ CONFIDENCE_SCALE = 2.0
 AIF_PRIOR = 90.0
 LAMBDA_MIN = 3e-2
 LAMBDA_MAX = 0.15
+#: weight of the sparse (L1) gradient prior of the half-quadratic refinement, its first penalty
+#: weight (doubled each step) and its steps; tuning scenes (noise 0.003-0.01)
+SPARSE_PRIOR = 0.002
+HQS_BETA0 = 0.06
+HQS_STEPS = 3
+#: px beyond a kernel's support that each deconvolution box reaches (the inverse filter's tail)
+DECONV_MARGIN = 16
+#: px: the deconvolution works on clusters of pixels on a grid this fine
+DECONV_BLOCK = 32
 
 
 def _grey(img: np.ndarray) -> np.ndarray:
@@ -343,6 +352,67 @@ def bank_weights(coc: np.ndarray, cocs: np.ndarray) -> tuple[np.ndarray, np.ndar
     return lo, hi, t
 
 
+def _regions(mask: np.ndarray, block: int = DECONV_BLOCK) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """The boxes of a mask's clusters (8-connected on a ``block`` px grid) and each cluster's pixels
+    within its box: scattered pixels cost their clusters' boxes, not one box around them all."""
+    from scipy import ndimage
+
+    h, w = mask.shape
+    hb, wb = -(-h // block), -(-w // block)
+    coarse = np.pad(mask, ((0, hb * block - h), (0, wb * block - w))).reshape(hb, block, wb, block).any(axis=(1, 3))
+    labels, _ = ndimage.label(coarse, structure=np.ones((3, 3)))
+    regions = []
+    for j, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is None:
+            continue
+        box = (slice(found[0].start * block, min(found[0].stop * block, h)), slice(found[1].start * block, min(found[1].stop * block, w)))
+        mine = np.repeat(np.repeat(labels[found] == j, block, 0), block, 1)[: box[0].stop - box[0].start, : box[1].stop - box[1].start]
+        regions.append((box, mine & mask[box]))
+    return regions
+
+
+def _deconvolve_box(padded: list[np.ndarray], pad: int, box: tuple[slice, slice], reach: int, kl: np.ndarray, kr: np.ndarray, lam: float, steps: int) -> np.ndarray:
+    """Joint deconvolution of the two (padded, linear) views over ``box`` grown by ``reach``: the
+    Gaussian-prior MAP image, then ``steps`` half-quadratic steps under the sparse gradient prior."""
+    crop = (slice(box[0].start + pad - reach, box[0].stop + pad + reach), slice(box[1].start + pad - reach, box[1].stop + pad + reach))
+    # FFTs wrap through a blend between opposite edges (no jump to ring at)
+    fh = scipy.fft.next_fast_len(crop[0].stop - crop[0].start + DECONV_MARGIN, real=True)
+    fw = scipy.fft.next_fast_len(crop[1].stop - crop[1].start + DECONV_MARGIN, real=True)
+    spec_l, spec_r = (scipy.fft.rfft2(periodic_pad(p[crop], 0, fh, fw).transpose(2, 0, 1), workers=-1) for p in padded)
+    fkl, fkr = _kernel_spectrum(kl, fh, fw), _kernel_spectrum(kr, fh, fw)
+    ey = (np.exp(2j * np.pi * np.fft.fftfreq(fh)) - 1).astype(np.complex64)[:, None]  # x[n + 1] - x[n]
+    ex = (np.exp(2j * np.pi * np.fft.rfftfreq(fw)) - 1).astype(np.complex64)[None, :]
+    grad2 = (np.abs(ey) ** 2 + np.abs(ex) ** 2).astype(np.float32)
+    data = (np.abs(fkl) ** 2 + np.abs(fkr) ** 2).astype(np.float32)
+    numer = np.conj(fkl) * spec_l + np.conj(fkr) * spec_r
+    spectrum = numer / (data + np.float32(2 * lam) * grad2)
+    if steps == 0:
+        est = scipy.fft.irfft2(spectrum, s=(fh, fw), workers=-1)
+        return est[:, reach : reach + box[0].stop - box[0].start, reach : reach + box[1].stop - box[1].start].transpose(1, 2, 0)
+    beta = HQS_BETA0
+    grads = np.empty((2, spectrum.shape[0], fh, fw), np.float32)
+    for _ in range(steps):
+        x = scipy.fft.irfft2(spectrum, s=(fh, fw), workers=-1)
+        # circular forward differences, then the L1 prior's proximal step g - clip(g, -threshold, threshold)
+        np.subtract(x[:, 1:], x[:, :-1], out=grads[0, :, :-1])
+        np.subtract(x[:, :1], x[:, -1:], out=grads[0, :, -1:])
+        np.subtract(x[:, :, 1:], x[:, :, :-1], out=grads[1, :, :, :-1])
+        np.subtract(x[:, :, :1], x[:, :, -1:], out=grads[1, :, :, -1:])
+        threshold = np.float32(SPARSE_PRIOR / beta)
+        grads -= np.clip(grads, -threshold, threshold)
+        sy, sx = scipy.fft.rfft2(grads, workers=-1)
+        sy *= np.conj(ey)
+        sx *= np.conj(ex)
+        sy += sx
+        sy *= np.float32(beta)
+        sy += numer
+        sy *= 1 / (data + np.float32(beta) * grad2)
+        spectrum = sy
+        beta *= 2
+    est = scipy.fft.irfft2(spectrum, s=(fh, fw), workers=-1)
+    return est[:, reach : reach + box[0].stop - box[0].start, reach : reach + box[1].stop - box[1].start].transpose(1, 2, 0)
+
+
 def deconvolve_aif(
     left: np.ndarray,
     right: np.ndarray,
@@ -355,47 +425,41 @@ def deconvolve_aif(
 ) -> np.ndarray:
     """Spatially varying deconvolution of the two views together, blended by the per-pixel bank weights.
 
-    Per bank kernel, the MAP image under a Gaussian gradient prior is
-    ``(conj(K_L) B_L + conj(K_R) B_R) / (|K_L|^2 + |K_R|^2 + 2 lam |grad|^2)``: the half-aperture
+    Per bank kernel, over the clusters of pixels that use it (each box grown by the kernel's reach):
+    first the MAP image under a Gaussian gradient prior,
+    ``(conj(K_L) B_L + conj(K_R) B_R) / (|K_L|^2 + |K_R|^2 + 2 lam |grad|^2)`` (the half-aperture
     kernels have fewer spectral zeros than their average, so the pair recovers detail the ordinary
-    photo has lost (+1 dB on the tuning scenes against deconvolving ``(B_L + B_R) / 2``).
+    photo has lost: +1 dB on the tuning scenes against deconvolving ``(B_L + B_R) / 2``); then a few
+    half-quadratic steps under a sparse (L1) gradient prior, which keeps edges and flat areas where
+    the Gaussian prior leaves ringing and smear (+0.21 dB AIF on the tuning scenes). Clamped to the local range of the photo against ringing at depth edges.
     """
     views = []
     for v in (left, right):
         lin = srgb_to_linear(v)
-        views.append(lin if lin.ndim == 3 else lin[..., None])
+        views.append((lin if lin.ndim == 3 else lin[..., None]).astype(np.float32))
     combined = (views[0] + views[1]) / 2
     h, w, ch = combined.shape
     sigma = max(_noise_sigma(linear_to_srgb(combined)), 1e-3)
     lam = float(np.clip(AIF_PRIOR * sigma**2, LAMBDA_MIN, LAMBDA_MAX))
-    size = kernels_left.shape[1]
-    pad = size // 2 + 8
-    fh = scipy.fft.next_fast_len(h + 2 * pad, real=True)
-    fw = scipy.fft.next_fast_len(w + 2 * pad, real=True)
-    spec_l, spec_r = (scipy.fft.rfft2(periodic_pad(v, pad, fh, fw).transpose(2, 0, 1), workers=-1) for v in views)
-    # gradient prior |D_x|^2 + |D_y|^2 on the FFT grid
-    wy = 2 * np.pi * np.fft.fftfreq(fh)[:, None]
-    wx = 2 * np.pi * np.fft.rfftfreq(fw)[None, :]
-    grad2 = (2 - 2 * np.cos(wy)) + (2 - 2 * np.cos(wx))
     lo, hi, t = bank_weights(coc, cocs)
     used = np.unique(np.concatenate([lo[t < 1].ravel(), hi[t > 0].ravel()]))
+    support = {int(k): max(trim_kernel(kernels_left[k], 1e-4).shape[0], trim_kernel(kernels_right[k], 1e-4).shape[0]) // 2 for k in used}
+    pad = max(support.values()) + DECONV_MARGIN
+    padded = [np.pad(v, ((pad, pad), (pad, pad), (0, 0)), mode="reflect") for v in views]
+    centre = kernels_left.shape[1] // 2
     out = np.zeros((h, w, ch), np.float32)
     for n, k in enumerate(used):
-        box = bounding_box((lo == k) & (t < 1) | (hi == k) & (t > 0))
-        if box is None:
-            continue
-        lo_b, hi_b, t_b = lo[box], hi[box], t[box]
-        weight = np.where(lo_b == k, 1 - t_b, 0) + np.where(hi_b == k, t_b, 0)
-        fkl, fkr = _kernel_spectrum(kernels_left[k], fh, fw), _kernel_spectrum(kernels_right[k], fh, fw)
-        denom = np.abs(fkl) ** 2 + np.abs(fkr) ** 2 + 2 * lam * grad2
-        est = scipy.fft.irfft2((np.conj(fkl) * spec_l + np.conj(fkr) * spec_r) / denom, s=(fh, fw), workers=-1)
-        est = est[:, pad : pad + h, pad : pad + w].transpose(1, 2, 0)
-        # de-ringing: a sharp pixel cannot leave the range of the blurred values its kernel covers
-        r = max(1, int(np.ceil(abs(float(cocs[k])))))
-        grown, inner = grow_box(box, r, (h, w))
-        local = combined[grown]
-        est = np.clip(est[box], _local_extreme(local, r, np.minimum)[inner], _local_extreme(local, r, np.maximum)[inner])
-        out[box] += weight[..., None] * est
+        s = support[int(k)]
+        taps = (int(k), slice(centre - s, centre + s + 1), slice(centre - s, centre + s + 1))
+        for box, pixels in _regions((lo == k) & (t < 1) | (hi == k) & (t > 0)):
+            weight = np.where(pixels & (lo[box] == k), 1 - t[box], 0) + np.where(pixels & (hi[box] == k), t[box], 0)
+            est = _deconvolve_box(padded, pad, box, s + DECONV_MARGIN, kernels_left[taps], kernels_right[taps], lam, HQS_STEPS)
+            # de-ringing: a sharp pixel cannot leave the range of the blurred values its kernel covers
+            r = max(1, int(np.ceil(abs(float(cocs[k])))))
+            grown, inner = grow_box(box, r, (h, w))
+            local = combined[grown]
+            est = np.clip(est, _local_extreme(local, r, np.minimum)[inner], _local_extreme(local, r, np.maximum)[inner])
+            out[box] += weight[..., None] * est
         if progress is not None:
             progress(0.7 + 0.3 * (n + 1) / len(used), "deconvolving")
     aif = linear_to_srgb(np.clip(out, 0, 1))
