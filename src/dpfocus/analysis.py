@@ -136,12 +136,20 @@ def backends() -> list[str]:
 
 
 def _load_builtin_backends() -> None:
-    from . import classical  # noqa: F401  (registers "classical")
+    from importlib.util import find_spec
 
-    try:
-        from .nn import backend as _nn  # noqa: F401  (registers "network" when its weights ship)
-    except ImportError:
-        pass
+    from . import classical  # noqa: F401  (registers "classical")
+    from .nn import WEIGHTS_PATH
+
+    if "network" not in _BACKENDS and WEIGHTS_PATH.is_file() and find_spec("torch") is not None:
+        _BACKENDS["network"] = _network_backend
+
+
+def _network_backend(pair: DPPair, **options) -> Analysis:
+    """``network``, imported on first use: torch and the weights take 1.3 s that classical users skip."""
+    from .nn.backend import network_backend
+
+    return network_backend(pair, **options)
 
 
 def analyze(pair: DPPair, backend: str = "classical", **options) -> Analysis:

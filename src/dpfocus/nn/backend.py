@@ -18,12 +18,12 @@ import torch.nn.functional as F
 
 from ..analysis import Analysis, BackendError, register_backend
 from ..io import DPPair
+from . import WEIGHTS_PATH
 from .model import DPKernelNet, NetConfig
 from .train import WEIGHTS_FORMAT
 
 __all__ = ["WEIGHTS_PATH", "NetworkWeightsError", "load_network", "run_network", "network_backend", "network_refocus", "DEFAULT_TILE"]
 
-WEIGHTS_PATH = Path(__file__).parent / "weights" / "dpkernelnet.pt"
 DEFAULT_TILE = 768  # px: 6 tiles at 1120x1680; 512 px tiles cost 15 tiles and 0.7 s more
 OVERLAP = 96  # px each side: the network's receptive field is about this wide
 #: images are padded, and tiles placed, on this grid (px): the context module runs at 1/16 of the
