@@ -265,3 +265,57 @@ def test_pull_push_fill_keeps_weighted_values_and_fills_the_rest():
     filled = pull_push_fill(values, weights)
     np.testing.assert_allclose(filled[:, :32], values[:, :32], atol=1e-6)
     np.testing.assert_allclose(filled[:, 40:], np.broadcast_to(np.float32([0.2, 0.4, 0.6]), (64, 24, 3)), atol=1e-3)
+
+
+def shapes_pair(rng, coc, h=112, w=160, noise=0.004):
+    """A plane of flat-coloured rectangles (edges a sparse gradient prior favours), blurred and noisy."""
+    aif = np.full((h, w, 3), 0.5, np.float32)
+    for _ in range(14):
+        y, x = rng.integers(0, h - 10), rng.integers(0, w - 10)
+        aif[y : y + rng.integers(8, 40), x : x + rng.integers(8, 50)] = rng.uniform(0.1, 0.9, 3)
+    out = render_layers([Layer(srgb_to_linear(aif), np.ones((h, w), np.float32), coc)], DPPSF())
+    views = [np.clip(linear_to_srgb(out[v]) + rng.normal(0, noise, aif.shape).astype(np.float32), 0, 1) for v in ("left", "right")]
+    return views, aif
+
+
+def test_sparse_prior_steps_sharpen_beyond_the_wiener_estimate(rng, monkeypatch):
+    import dpfocus.classical as classical
+
+    (left, right), aif = shapes_pair(rng, 5.0)
+    coc = np.full(aif.shape[:2], 5.0, np.float32)
+    cocs, bank_l, bank_r = kernel_bank(DPPSF(), 12.0)
+    inner = (slice(10, -10), slice(10, -10))
+    sparse = classical.deconvolve_aif(left, right, coc, cocs, bank_l, bank_r)
+    monkeypatch.setattr(classical, "HQS_STEPS", 0)
+    wiener = classical.deconvolve_aif(left, right, coc, cocs, bank_l, bank_r)
+    blurred = (left + right) / 2
+    assert psnr(wiener[inner], aif[inner]) > psnr(blurred[inner], aif[inner]) + 1.0
+    assert psnr(sparse[inner], aif[inner]) > psnr(wiener[inner], aif[inner]) + 0.2
+
+
+def test_deconvolving_pixel_clusters_apart_leaves_no_seams(rng, monkeypatch):
+    import dpfocus.classical as classical
+
+    (left, right), _ = shapes_pair(rng, 4.0, 128, 192)
+    # patches at another depth, apart: their kernel's pixels form several clusters
+    yy, xx = np.mgrid[:128, :192]
+    coc = np.where(((yy // 40) % 2 == 0) & ((xx // 48) % 2 == 0), 4.0, 1.0).astype(np.float32)
+    cocs, bank_l, bank_r = kernel_bank(DPPSF(), 10.0)
+    monkeypatch.setattr(classical, "DECONV_BLOCK", 16)
+    clusters = classical.deconvolve_aif(left, right, coc, cocs, bank_l, bank_r)
+    assert len(classical._regions(coc == 4.0, 16)) > 1
+    monkeypatch.setattr(classical, "DECONV_BLOCK", 1024)  # one box per kernel
+    whole = classical.deconvolve_aif(left, right, coc, cocs, bank_l, bank_r)
+    assert psnr(clusters, whole) > 45
+
+
+def test_the_network_backend_is_listed_without_importing_torch():
+    import subprocess
+    import sys
+
+    from dpfocus.nn import WEIGHTS_PATH
+
+    code = "import sys; from dpfocus.analysis import backends; print(backends()); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[1] == "False"
+    assert ("'network'" in out[0]) == WEIGHTS_PATH.is_file()

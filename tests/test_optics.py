@@ -189,3 +189,17 @@ def test_blurred_foreground_rim_reveals_filled_background_not_itself():
     assert plain[66] > filled[66] + 0.2  # without the fill the foreground showed through itself
     np.testing.assert_allclose(filled[:40], 0.0, atol=1e-3)  # far from the edge: untouched background
     np.testing.assert_allclose(filled[100:], 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("coc", [1.0, 2.0, 6.0])  # the first two run directly, the last through the FFT
+def test_convolve_stack_matches_the_fft_convolution_of_a_padded_bank_kernel(rng, coc):
+    from dpfocus.optics import convolve_stack, fft_convolve, trim_kernel
+
+    kernel = DPPSF().combined_kernel(coc)
+    padded = np.pad(kernel, 20)  # as a bank stores it
+    trimmed = trim_kernel(padded)
+    assert trimmed.shape == kernel.shape and trimmed.sum() == pytest.approx(kernel.sum())
+    stack = rng.random((4, 40, 70)).astype(np.float32)  # colour and alpha, zero outside the frame
+    direct = convolve_stack(stack, [padded])[0]
+    assert direct.shape == stack.shape
+    np.testing.assert_allclose(direct, fft_convolve(stack, [kernel])[0], atol=2e-6)

@@ -352,11 +352,13 @@ def bank_weights(coc: np.ndarray, cocs: np.ndarray) -> tuple[np.ndarray, np.ndar
     return lo, hi, t
 
 
-def _regions(mask: np.ndarray, block: int = DECONV_BLOCK) -> list[tuple[tuple[slice, slice], np.ndarray]]:
-    """The boxes of a mask's clusters (8-connected on a ``block`` px grid) and each cluster's pixels
-    within its box: scattered pixels cost their clusters' boxes, not one box around them all."""
+def _regions(mask: np.ndarray, block: int | None = None) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """The boxes of a mask's clusters (8-connected on a ``block`` px grid, default ``DECONV_BLOCK``)
+    and each cluster's pixels within its box: scattered pixels cost their clusters' boxes, not one
+    box around them all."""
     from scipy import ndimage
 
+    block = block or DECONV_BLOCK
     h, w = mask.shape
     hb, wb = -(-h // block), -(-w // block)
     coarse = np.pad(mask, ((0, hb * block - h), (0, wb * block - w))).reshape(hb, block, wb, block).any(axis=(1, 3))
