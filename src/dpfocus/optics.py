@@ -456,8 +456,11 @@ def pull_push_fill(values: np.ndarray, weights: np.ndarray, levels: int | None =
         total = float(wgt.sum())
         mean = (num[0].reshape(-1, *vals.shape[2:]).sum(0) / total) if total > 0 else np.zeros(vals.shape[2:], np.float32)
         est[empty] = mean
-    for n, c in zip(reversed(num[:-1]), reversed(den[:-1])):
+    binary = weights.dtype == bool
+    for level, (n, c) in enumerate(zip(reversed(num[:-1]), reversed(den[:-1]))):
         up = cv2.resize(est, (n.shape[1], n.shape[0]), interpolation=cv2.INTER_LINEAR).reshape(n.shape)
+        if binary and level == len(num) - 2:  # the full-resolution step: keep or fill, nothing between
+            return np.where(w3 > 0, vals, up).astype(np.float32)
         blend = np.clip(c * 4, 0, 1)
         blend = blend[..., None] if n.ndim == 3 else blend
         est = blend * ratio(n, c) + (1 - blend) * up
