@@ -435,7 +435,7 @@ def pull_push_fill(values: np.ndarray, weights: np.ndarray, levels: int | None =
     import cv2
 
     wgt = weights.astype(np.float32)
-    vals = values.astype(np.float32)
+    vals = np.asarray(values, np.float32)
     w3 = wgt[..., None] if vals.ndim == 3 else wgt
     num, den = [vals * w3], [wgt]
     while levels is None or len(den) <= levels:
@@ -460,7 +460,8 @@ def pull_push_fill(values: np.ndarray, weights: np.ndarray, levels: int | None =
     for level, (n, c) in enumerate(zip(reversed(num[:-1]), reversed(den[:-1]))):
         up = cv2.resize(est, (n.shape[1], n.shape[0]), interpolation=cv2.INTER_LINEAR).reshape(n.shape)
         if binary and level == len(num) - 2:  # the full-resolution step: keep or fill, nothing between
-            return np.where(w3 > 0, vals, up).astype(np.float32)
+            np.copyto(up, vals, where=(weights[..., None] if vals.ndim == 3 else weights))
+            return up.astype(np.float32, copy=False)
         blend = np.clip(c * 4, 0, 1)
         blend = blend[..., None] if n.ndim == 3 else blend
         est = blend * ratio(n, c) + (1 - blend) * up
@@ -603,14 +604,17 @@ def render_layers(
                 hidden = idx[local] < b - fill_hidden
                 if (hidden & (a > 0)).any():
                     col = pull_push_fill(col, (a > 0) & ~hidden)
-            stack = np.concatenate([(col * a[..., None]).transpose(2, 0, 1), a[None]], 0)
-            # grow by the kernel radius so blur spills outside the layer's own box
+            # premultiplied colour and alpha, in a box grown by the kernel radius so blur spills
+            # outside the layer's own box
             ys, xs = local
             y0, x0 = layer_box[0].start + ys.start, layer_box[1].start + xs.start
             gy0, gx0 = max(y0 - radius, 0), max(x0 - radius, 0)
             gy1 = min(y0 + a.shape[0] + radius, hp)
             gx1 = min(x0 + a.shape[1] + radius, wp)
-            stack = np.pad(stack, ((0, 0), (y0 - gy0, gy1 - y0 - a.shape[0]), (x0 - gx0, gx1 - x0 - a.shape[1])))
+            stack = np.zeros((col.shape[2] + 1, gy1 - gy0, gx1 - gx0), np.float32)
+            inner = (slice(y0 - gy0, y0 - gy0 + a.shape[0]), slice(x0 - gx0, x0 - gx0 + a.shape[1]))
+            np.multiply(np.moveaxis(col, 2, 0), a, out=stack[(slice(None, -1),) + inner])
+            stack[(-1,) + inner] = a
             blur_radius = abs(float(bins[b]))  # not the kernel's array size: a bank pads every kernel
             factor = min(4, int(blur_radius // 3)) if fast and blur_radius >= 6 else 1
             if factor > 1:
