@@ -125,25 +125,29 @@ def semi_global(costs: np.ndarray, guide: np.ndarray, p1: float, p2: float, diag
     big = np.float32(1e9)
 
     def sweep(c: np.ndarray, pen2: np.ndarray) -> np.ndarray:
-        # c: K x N x T (paths of length T along the last axis), pen2: N x T
+        # c: K x T x N, paths of length T along axis 1 (each step reads one contiguous K x N slice
+        # of a C-ordered volume), pen2: T x N
         out = np.empty_like(c)
-        prev = c[:, :, 0].copy()
-        out[:, :, 0] = prev
-        pad = np.full((1, c.shape[1]), big, np.float32)
-        for t in range(1, c.shape[2]):
+        prev = c[:, 0].copy()
+        out[:, 0] = prev
+        pad = np.full((1, c.shape[2]), big, np.float32)
+        for t in range(1, c.shape[1]):
             m = prev.min(axis=0)
             up = np.concatenate([prev[1:], pad], 0)
             down = np.concatenate([pad, prev[:-1]], 0)
-            best = np.minimum(np.minimum(prev, np.minimum(up, down) + p1), (m + pen2[:, t])[None])
-            prev = c[:, :, t] + best - m[None]
-            out[:, :, t] = prev
+            best = np.minimum(np.minimum(prev, np.minimum(up, down) + p1), (m + pen2[t])[None])
+            prev = c[:, t] + best - m[None]
+            out[:, t] = prev
         return out
 
-    total += sweep(costs, p2x)
-    total += sweep(costs[:, :, ::-1], p2x[:, ::-1])[:, :, ::-1]
-    ct = costs.transpose(0, 2, 1)
-    total += sweep(ct, p2y.T).transpose(0, 2, 1)
-    total += sweep(ct[:, :, ::-1], p2y.T[:, ::-1])[:, :, ::-1].transpose(0, 2, 1)
+    total += sweep(costs, p2y)  # down the columns
+    total += sweep(costs[:, ::-1], p2y[::-1])[:, ::-1]
+    across = np.ascontiguousarray(costs.transpose(0, 2, 1))  # K x W x H: rows become contiguous paths
+    p2x_t = np.ascontiguousarray(p2x.T)
+    along_rows = sweep(across, p2x_t)
+    along_rows += sweep(across[:, ::-1], p2x_t[::-1])[:, ::-1]
+    total += along_rows.transpose(0, 2, 1)
+    del across, along_rows
     if not diagonals:
         return total / 4
     p2d = (p2 / (1.0 + edge_scale * np.maximum(gx, gy))).astype(np.float32)  # one penalty per pixel, any diagonal
@@ -278,8 +282,15 @@ def estimate_disparity(
     coc = candidates[best] + 0.5 * np.clip(offset, -0.5, 0.5)
     # confidence: the minimum is clearly below the typical candidate and below the best one elsewhere
     # (periodic textures have several), in log-likelihood units per pixel
-    far = np.abs(np.arange(len(candidates))[:, None, None] - best[None]) > 3
-    second = np.where(far, costs, np.inf).min(axis=0)
+    # (the best cost more than 3 candidates away: running minima from either end, no K x H x W mask)
+    n = len(candidates)
+    below = np.minimum.accumulate(costs, axis=0)
+    above = np.minimum.accumulate(costs[::-1], axis=0)[::-1]
+    inf = np.float32(np.inf)
+    second = np.minimum(
+        np.where(best - 4 >= 0, below[np.clip(best - 4, 0, n - 1), rows, cols], inf),
+        np.where(best + 4 <= n - 1, above[np.clip(best + 4, 0, n - 1), rows, cols], inf),
+    )
     second = np.where(np.isfinite(second), second, c0)
     typical = np.median(costs, axis=0)
     conf = ((1 - np.exp(-(typical - c0) / CONFIDENCE_SCALE)) * (1 - np.exp(-(second - c0) / CONFIDENCE_SCALE))).astype(np.float32)
