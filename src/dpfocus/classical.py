@@ -18,9 +18,10 @@ filter. Left/right gain (vignetting) is equalised first. Work happens at a reduc
 images; the result is upsampled to the input resolution.
 
 All-in-focus. Non-blind, spatially varying deconvolution: the two views in linear light are
-deconvolved together with every bank kernel pair in use (the joint Wiener / MAP estimate under a
-gradient prior whose weight follows the estimated noise level), clamped to the local range of the
-photo against ringing, and blended per pixel with the kernel weights.
+deconvolved together with every bank kernel pair in use, over the clusters of pixels that use it
+(the joint Wiener / MAP estimate under a Gaussian gradient prior whose weight follows the estimated
+noise level, refined by a few half-quadratic steps under a sparse gradient prior), clamped to the
+local range of the photo against ringing, and blended per pixel with the kernel weights.
 """
 
 from __future__ import annotations
