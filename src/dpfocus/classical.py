@@ -400,12 +400,9 @@ def _deconvolve_box(padded: list[np.ndarray], pad: int, box: tuple[slice, slice]
     data = (np.abs(fkl) ** 2 + np.abs(fkr) ** 2).astype(np.float32)
     numer = np.conj(fkl) * spec_l + np.conj(fkr) * spec_r
     spectrum = numer / (data + np.float32(2 * lam) * grad2)
-    if steps == 0:
-        est = scipy.fft.irfft2(spectrum, s=(fh, fw), workers=-1)
-        return est[:, reach : reach + box[0].stop - box[0].start, reach : reach + box[1].stop - box[1].start].transpose(1, 2, 0)
     beta = HQS_BETA0
-    grads = np.empty((2, spectrum.shape[0], fh, fw), np.float32)
-    div = np.empty((spectrum.shape[0], fh, fw), np.float32)
+    grads = np.empty((2, spectrum.shape[0], fh, fw), np.float32) if steps else None
+    div = np.empty((spectrum.shape[0], fh, fw), np.float32) if steps else None
     for _ in range(steps):
         x = scipy.fft.irfft2(spectrum, s=(fh, fw), workers=-1)
         # circular forward differences, then the L1 prior's proximal step g - clip(g, -threshold, threshold)
@@ -449,7 +446,8 @@ def deconvolve_aif(
     kernels have fewer spectral zeros than their average, so the pair recovers detail the ordinary
     photo has lost: +1 dB on the tuning scenes against deconvolving ``(B_L + B_R) / 2``); then a few
     half-quadratic steps under a sparse (L1) gradient prior, which keeps edges and flat areas where
-    the Gaussian prior leaves ringing and smear (+0.21 dB AIF on the tuning scenes). Clamped to the local range of the photo against ringing at depth edges.
+    the Gaussian prior leaves ringing and smear (+0.21 dB AIF on the tuning scenes). Clamped to the
+    local range of the photo against ringing at depth edges.
     """
     views = []
     for v in (left, right):
