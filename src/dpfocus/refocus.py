@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .analysis import Analysis
-from .optics import BANK_RELATIVE_STEP, BANK_STEP, DIRECT_MAX_WIDTH, CalibratedPSF, Layer, PSFModel, bounding_box, coc_bin_centres, fft_convolve, grow_box, linear_to_srgb, render_layers, srgb_to_linear, trim_kernel
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, CalibratedPSF, Layer, PSFModel, bounding_box, coc_bin_centres, convolve_stack, grow_box, linear_to_srgb, render_layers, srgb_to_linear, trim_kernel
 
 __all__ = ["FocusError", "focus_disparity", "target_coc", "analysis_psf", "render_refocus", "blur_by_radius", "RefocusPreview", "point_mask", "box_mask"]
 
@@ -199,15 +199,10 @@ def blur_by_radius(image: np.ndarray, radius: np.ndarray, where: np.ndarray, psf
 
 def _blur_same(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """'Same' convolution of an ``H x W x C`` image with mirrored borders."""
-    import cv2
-
     kernel = trim_kernel(np.asarray(kernel, np.float32))
-    if kernel.shape[0] <= DIRECT_MAX_WIDTH and image.shape[2] <= 4:
-        flipped = np.ascontiguousarray(kernel[::-1, ::-1])  # filter2D correlates
-        return cv2.filter2D(np.ascontiguousarray(image, np.float32), -1, flipped, borderType=cv2.BORDER_REFLECT_101).reshape(image.shape)
     p = kernel.shape[0] // 2
     padded = np.pad(image, ((p, p), (p, p), (0, 0)), mode="reflect") if p else image
-    blurred = fft_convolve(padded.transpose(2, 0, 1), [kernel])[0]
+    blurred = convolve_stack(padded.transpose(2, 0, 1), [kernel])[0]
     return blurred[:, p : p + image.shape[0], p : p + image.shape[1]].transpose(1, 2, 0)
 
 
