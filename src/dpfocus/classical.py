@@ -401,8 +401,8 @@ def _deconvolve_box(padded: list[np.ndarray], pad: int, box: tuple[slice, slice]
     numer = np.conj(fkl) * spec_l + np.conj(fkr) * spec_r
     spectrum = numer / (data + np.float32(2 * lam) * grad2)
     beta = HQS_BETA0
-    grads = np.empty((2, spectrum.shape[0], fh, fw), np.float32) if steps else None
-    div = np.empty((spectrum.shape[0], fh, fw), np.float32) if steps else None
+    grads = np.empty((2, spectrum.shape[0], fh, fw), np.float32)
+    div = np.empty((spectrum.shape[0], fh, fw), np.float32)
     for _ in range(steps):
         x = scipy.fft.irfft2(spectrum, s=(fh, fw), workers=-1)
         # circular forward differences, then the L1 prior's proximal step g - clip(g, -threshold, threshold)
