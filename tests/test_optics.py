@@ -120,6 +120,26 @@ def test_views_are_shifted_by_the_model_disparity(rng, coc):
     assert np.sign(shift) == np.sign(coc)
 
 
+def test_blur_between_bins_follows_the_coc(rng):
+    """A surface between two bins gets the interpolated blur, not the nearest bin's: the DP shift
+    grows with the CoC inside a bin, and the picture is closer to the exact blur than the bin's."""
+    psf = DPPSF()
+    h, w = 96, 160
+    aif = textured(rng, h, w, sigma=2.0)
+    full = np.ones((h, w), np.float32)
+    bins = np.array([3.0, 4.0, 5.0], np.float32)
+
+    def views(coc, bins):
+        return render_layers([Layer(aif, full, coc)], psf, bins=bins)
+
+    shifts = [horizontal_shift(v["left"], v["right"]) for v in (views(c, bins) for c in (4.0, 4.3, 4.6))]
+    assert shifts[0] < shifts[1] < shifts[2]
+    exact = views(4.3, np.array([4.3], np.float32))["left"]
+    between = views(4.3, bins)["left"]
+    nearest = views(4.0, bins)["left"]
+    assert np.abs(between - exact).mean() < 0.5 * np.abs(nearest - exact).mean()
+
+
 def test_slanted_surface_has_no_seams_and_no_dark_borders():
     h, w = 80, 120
     grey = np.full((h, w, 3), 0.5, np.float32)

@@ -34,7 +34,7 @@ import scipy.fft
 
 from .analysis import Analysis, register_backend
 from .io import DPPair
-from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bounding_box, coc_bin_centres, grow_box, linear_to_srgb, nearest_bin, pull_push_fill, srgb_to_linear, trim_kernel
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bin_position, bounding_box, coc_bin_centres, grow_box, linear_to_srgb, nearest_bin, pull_push_fill, srgb_to_linear, trim_kernel
 
 __all__ = ["classical_backend", "estimate_disparity", "deconvolve_aif", "kernel_bank", "guided_filter"]
 
@@ -357,11 +357,9 @@ def periodic_pad(img: np.ndarray, pad: int, fh: int, fw: int) -> np.ndarray:
 
 def bank_weights(coc: np.ndarray, cocs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per pixel: lower bank index, upper index, and the weight of the upper one (linear)."""
-    c = np.clip(coc, cocs[0], cocs[-1])
-    hi = np.clip(np.searchsorted(cocs, c), 1, len(cocs) - 1)
-    lo = hi - 1
-    t = ((c - cocs[lo]) / (cocs[hi] - cocs[lo])).astype(np.float32)
-    return lo, hi, t
+    pos = bin_position(coc, cocs)
+    lo = np.minimum(np.floor(pos).astype(np.int64), len(cocs) - 2)
+    return lo, lo + 1, (pos - lo).astype(np.float32)
 
 
 def _regions(mask: np.ndarray, block: int | None = None) -> list[tuple[tuple[slice, slice], np.ndarray]]:

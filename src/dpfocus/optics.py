@@ -29,6 +29,7 @@ __all__ = [
     "CalibratedPSF",
     "kernel_centroid_x",
     "coc_bin_centres",
+    "bin_position",
     "Layer",
     "render_layers",
     "fft_convolve",
@@ -408,6 +409,18 @@ def nearest_bin(values: np.ndarray, bins: np.ndarray) -> np.ndarray:
     return np.where(values - bins[lo] <= bins[hi] - values, lo, hi) if len(bins) > 1 else np.zeros_like(values, np.int64)
 
 
+def bin_position(values: np.ndarray | float, bins: np.ndarray) -> np.ndarray:
+    """Fractional index of every value in the sorted array ``bins`` (clipped to its ends): the
+    value lies ``t = pos - floor(pos)`` of the way from bin ``floor(pos)`` to the next."""
+    values = np.asarray(values, np.float32)
+    if len(bins) == 1:
+        return np.zeros(values.shape, np.float32)
+    c = np.clip(values, bins[0], bins[-1])
+    hi = np.clip(np.searchsorted(bins, c), 1, len(bins) - 1)
+    lo = hi - 1
+    return (lo + (c - bins[lo]) / (bins[hi] - bins[lo])).astype(np.float32)
+
+
 def bounding_box(mask: np.ndarray, pad: int = 0, shape: tuple[int, int] | None = None) -> tuple[slice, slice] | None:
     """Slices of the rows/columns where ``mask`` is true, grown by ``pad`` within ``shape``; None if empty."""
     shape = shape or mask.shape
@@ -483,6 +496,24 @@ def _blur_reduced(stack: np.ndarray, psf: PSFModel, coc: float, views: Sequence[
     return out
 
 
+def _sharp_visibility(layers: Sequence[Layer], positions: list[np.ndarray]) -> list[np.ndarray | None]:
+    """Per layer, the fraction of it that no nearer layer covers (by per-pixel depth), or None
+    where no other layer overlaps it."""
+    out: list[np.ndarray | None] = []
+    for i, (layer, pos) in enumerate(zip(layers, positions)):
+        vis = None
+        for j, (other, other_pos) in enumerate(zip(layers, positions)):
+            if j == i:
+                continue
+            nearer = np.asarray(other_pos <= pos) if j > i else np.asarray(other_pos < pos)  # ties: the later layer is on top
+            hides = np.asarray(other.alpha, np.float32) * nearer
+            if not hides.any():
+                continue
+            vis = (1.0 - hides) if vis is None else vis * (1.0 - hides)
+        out.append(None if vis is None else np.broadcast_to(vis, layer.alpha.shape).astype(np.float32))
+    return out
+
+
 def render_layers(
     layers: Sequence[Layer],
     psf: PSFModel,
@@ -491,13 +522,18 @@ def render_layers(
     fast: bool = False,
     fill_hidden: int = 0,
     local: bool = False,
+    interpolate: bool = True,
 ) -> dict[str, np.ndarray]:
     """Render DP views of a layered scene, back to front, with premultiplied alpha, in linear light.
 
-    Every layer's pixels are assigned to the nearest signed-CoC bin. Bins are visited from far
-    (largest CoC) to near. At each bin, every layer with pixels in it contributes the part of the
-    layer that lies *at or nearer than* that bin (a cumulative mask), blurred with the bin's kernel
-    and composited with the premultiplied "over" operator. Using the cumulative mask rather than
+    Every layer pixel lies between two signed-CoC bins and is drawn at both, weighted by where it
+    lies between them, so a surface's blur follows its CoC continuously instead of stepping from
+    bin to bin (and the picture carries the sub-bin depth a benchmark's ground truth claims). Bins
+    are visited from far (largest CoC) to near. At each bin, every layer with pixels there
+    contributes the part of the layer that lies *at or nearer than* the next bin out (a cumulative
+    mask) and the share ``1 - t`` of the pixels ``t`` of the way out to it, as far as no nearer
+    layer hides them, blurred with the bin's kernel and composited with the premultiplied "over"
+    operator. Using the cumulative mask rather than
     the bin's own pixels is what keeps a slanted surface free of seams between bins: the surface
     continues under its nearer parts, and those are redrawn on top at their own bins. Foreground
     blur spills over a sharp background, and a sharp background never shows through blurred
@@ -530,6 +566,10 @@ def render_layers(
         foreground that becomes blurred shows background through its soft rim instead of a ghost of
         itself. Pixels within ``m`` bins keep their colour: a slanted surface stays seamless.
 
+    interpolate : bool
+        Draw each pixel at the two bins around its CoC (default). False assigns it to the nearest bin
+        alone: blur steps from bin to bin, for about 20 % less time.
+
     Returns
     -------
     dict of view name -> ``H x W x C`` float32 linear image.
@@ -548,8 +588,14 @@ def render_layers(
     # borders are not darkened by coverage that falls off outside the image.
     pad = max(psf.kernels(float(bins[0]))[0].shape[0], psf.kernels(float(bins[-1]))[0].shape[0]) // 2
     hp, wp = h + 2 * pad, w + 2 * pad
-    prepared = []  # (layer bounding box, colour, alpha, bin index map or scalar, bins present)
-    for layer in layers:
+    if interpolate:
+        positions = [bin_position(layer.coc, bins) for layer in layers]
+        visibility = _sharp_visibility(layers, positions)
+    else:
+        positions = [nearest_bin(layer.coc, bins).astype(np.float32) for layer in layers]
+        visibility = [None] * len(layers)
+    prepared = []  # (layer bounding box, colour, alpha, bin position (map or scalar), visibility, bins present)
+    for layer, pos, vis in zip(layers, positions, visibility):
         alpha_full = np.asarray(layer.alpha, np.float32)
         found = bounding_box(alpha_full > 0, 0, (h, w))
         if found is None:
@@ -566,42 +612,56 @@ def render_layers(
         alpha = crop(alpha_full)
         colour = crop(np.asarray(layer.colour, np.float32))
         coc = np.asarray(layer.coc, np.float32)
+        # each pixel is drawn at the two bins around its CoC, weighted by where it lies between them
+        # (a surface between bins gets the interpolated blur, not the nearest bin's)
+        pos = pos if coc.ndim == 0 else crop(pos)
+        vis = None if vis is None else crop(vis)
+        lo = np.floor(pos).astype(np.int64)
+        frac = pos - lo
         # bin -> the layer's mean CoC there: layers sharing a bin are composited far to near by it
         if coc.ndim == 0:
-            idx = nearest_bin(coc, bins)
-            present = {int(idx): float(coc)}
+            present = {int(k): float(coc) for k, wt in ((lo, 1 - frac), (lo + 1, frac)) if wt > 0 and k < len(bins)}
         else:
-            idx = crop(nearest_bin(coc, bins))
             seen = alpha > 0
-            sums = np.bincount(idx[seen], crop(coc)[seen], minlength=len(bins))
-            counts = np.bincount(idx[seen], minlength=len(bins))
+            c, lo_seen, frac_seen = crop(coc)[seen], lo[seen], frac[seen]
+            lower, upper = lo_seen[frac_seen < 1], np.minimum(lo_seen[frac_seen > 0] + 1, len(bins) - 1)
+            sums = np.bincount(lower, c[frac_seen < 1], minlength=len(bins)) + np.bincount(upper, c[frac_seen > 0], minlength=len(bins))
+            counts = np.bincount(lower, minlength=len(bins)) + np.bincount(upper, minlength=len(bins))
             present = {int(k): float(sums[k] / counts[k]) for k in np.flatnonzero(counts)}
-        prepared.append((box, colour, alpha, idx, present))
+        prepared.append((box, colour, alpha, pos, vis, present))
     channels = prepared[0][1].shape[2] if prepared else np.asarray(layers[0].colour).shape[2]
     out = {v: np.zeros((hp, wp, channels), np.float32) for v in views}
     for b in range(len(bins) - 1, -1, -1):  # far -> near
-        users = sorted((p for p in prepared if b in p[4]), key=lambda p: -p[4][b])
+        users = sorted((p for p in prepared if b in p[5]), key=lambda p: -p[5][b])
         if not users:
             continue
         kl, kr = psf.kernels(float(bins[b]))
         kernel_of = {v: trim_kernel(k) for v, k in (("left", kl), ("right", kr), ("combined", (kl + kr) / 2)) if v in views}
         radius = max(k.shape[0] for k in kernel_of.values()) // 2
-        for layer_box, colour, alpha, idx, _ in users:
-            if idx.ndim and (fast or local):
+        for layer_box, colour, alpha, pos, vis, _ in users:
+            # cumulative cover: all of what lies at or nearer than this bin's outer neighbour
+            # (pos <= b + 1; drawn there already, redrawn nearer), and 1 - t of what lies t of the way
+            # out to it, as far as no other layer hides it (its full draw there is under them)
+            region = (fast or local) and pos.ndim and bounding_box(np.abs(pos - b) < 1, 2 * radius + 1, pos.shape)
+            sel = region if region else (slice(None), slice(None))
+            p = pos[sel] if pos.ndim else pos
+            weight = np.clip(b + 1 - p, 0, 1).astype(np.float32)
+            if vis is not None:
+                weight = np.where(p > b, weight * vis[sel], weight).astype(np.float32)
+            if region:
                 # only the bin's own pixels and what its blur reaches change the picture materially;
                 # nearer content further away is redrawn by its own bins
-                near = bounding_box(idx == b, 2 * radius + 1, idx.shape)
                 cover = np.zeros_like(alpha)
-                cover[near] = alpha[near] * (idx[near] <= b)
+                cover[sel] = alpha[sel] * weight
             else:
-                cover = alpha if idx.ndim == 0 else alpha * (idx <= b)
+                cover = alpha * weight
             local = bounding_box(cover > 0, radius, cover.shape)
             if local is None:
                 continue
             a = cover[local]
             col = colour[local]
-            if fill_hidden and idx.ndim:
-                hidden = idx[local] < b - fill_hidden
+            if fill_hidden and pos.ndim:
+                hidden = pos[local] < b - fill_hidden
                 if (hidden & (a > 0)).any():
                     col = pull_push_fill(col, (a > 0) & ~hidden)
             # premultiplied colour and alpha, in a box grown by the kernel radius so blur spills

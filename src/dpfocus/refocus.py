@@ -127,11 +127,13 @@ def render_refocus(analysis: Analysis, d_trg: float, strength: float = 1.0, tole
     # the layered render is only needed where the photo is not used, and within blur reach of there
     box = bounding_box(~from_photo, pad=int(np.ceil(wanted.max())) + 2)
     if box is not None:
-        # depth bins with the kernel bank's spacing, over the target CoC range
+        # depth bins with the kernel bank's spacing, over the target CoC range; nearest-bin blur:
+        # interpolating between bins gained nothing with estimated maps (34.17 dB both ways on the
+        # benchmark) and took 13-25 % longer
         bins = coc_bin_centres(float(wanted[box].max()), step=BANK_STEP, relative_step=BANK_RELATIVE_STEP)
         out[box] = render_layers(
             [Layer(lin[box], np.ones(coc[box].shape, np.float32), coc[box])], psf, views=("combined",), bins=bins,
-            fast=True, fill_hidden=HIDDEN_FILL_BINS,
+            fast=True, fill_hidden=HIDDEN_FILL_BINS, interpolate=False,
         )["combined"]
     if from_photo.any():
         photo = srgb_to_linear(analysis.photo if analysis.photo.ndim == 3 else analysis.photo[..., None])
