@@ -34,7 +34,7 @@ import scipy.fft
 
 from .analysis import Analysis, register_backend
 from .io import DPPair
-from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bin_position, bounding_box, coc_bin_centres, grow_box, linear_to_srgb, nearest_bin, pull_push_fill, srgb_to_linear, trim_kernel
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bin_weights, bounding_box, coc_bin_centres, grow_box, linear_to_srgb, nearest_bin, pull_push_fill, srgb_to_linear, trim_kernel
 
 __all__ = ["classical_backend", "estimate_disparity", "deconvolve_aif", "kernel_bank", "guided_filter"]
 
@@ -355,13 +355,6 @@ def periodic_pad(img: np.ndarray, pad: int, fh: int, fw: int) -> np.ndarray:
     return blend(blend(out, 0, fh), 1, fw).astype(np.float32)
 
 
-def bank_weights(coc: np.ndarray, cocs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per pixel: lower bank index, upper index, and the weight of the upper one (linear)."""
-    pos = bin_position(coc, cocs)
-    lo = np.minimum(np.floor(pos).astype(np.int64), len(cocs) - 2)
-    return lo, lo + 1, (pos - lo).astype(np.float32)
-
-
 def _regions(mask: np.ndarray, block: int | None = None) -> list[tuple[tuple[slice, slice], np.ndarray]]:
     """The boxes of a mask's clusters (8-connected on a ``block`` px grid, default ``DECONV_BLOCK``)
     and each cluster's pixels within its box: scattered pixels cost their clusters' boxes, not one
@@ -455,7 +448,7 @@ def deconvolve_aif(
     h, w, ch = combined.shape
     sigma = max(_noise_sigma(linear_to_srgb(combined)), 1e-3)
     lam = float(np.clip(AIF_PRIOR * sigma**2, LAMBDA_MIN, LAMBDA_MAX))
-    lo, hi, t = bank_weights(coc, cocs)
+    lo, hi, t = bin_weights(coc, cocs)
     used = np.unique(np.concatenate([lo[t < 1].ravel(), hi[t > 0].ravel()]))
     support = {int(k): max(trim_kernel(kernels_left[k], 1e-4).shape[0], trim_kernel(kernels_right[k], 1e-4).shape[0]) // 2 for k in used}
     pad = max(support.values()) + DECONV_MARGIN

@@ -30,6 +30,7 @@ __all__ = [
     "kernel_centroid_x",
     "coc_bin_centres",
     "bin_position",
+    "bin_weights",
     "Layer",
     "render_layers",
     "fft_convolve",
@@ -421,6 +422,14 @@ def bin_position(values: np.ndarray | float, bins: np.ndarray) -> np.ndarray:
     return (lo + (c - bins[lo]) / (bins[hi] - bins[lo])).astype(np.float32)
 
 
+def bin_weights(values: np.ndarray, bins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per value: lower bin index, upper index (always a bin of at least two), and the weight of
+    the upper one, linear in between (clipped to the ends)."""
+    pos = bin_position(values, bins)
+    lo = np.minimum(np.floor(pos).astype(np.int64), len(bins) - 2)
+    return lo, lo + 1, (pos - lo).astype(np.float32)
+
+
 def bounding_box(mask: np.ndarray, pad: int = 0, shape: tuple[int, int] | None = None) -> tuple[slice, slice] | None:
     """Slices of the rows/columns where ``mask`` is true, grown by ``pad`` within ``shape``; None if empty."""
     shape = shape or mask.shape
@@ -620,11 +629,11 @@ def render_layers(
         frac = pos - lo
         # bin -> the layer's mean CoC there: layers sharing a bin are composited far to near by it
         if coc.ndim == 0:
-            present = {int(k): float(coc) for k, wt in ((lo, 1 - frac), (lo + 1, frac)) if wt > 0 and k < len(bins)}
+            present = {int(k): float(coc) for k, wt in ((lo, 1 - frac), (lo + 1, frac)) if wt > 0}
         else:
             seen = alpha > 0
             c, lo_seen, frac_seen = crop(coc)[seen], lo[seen], frac[seen]
-            lower, upper = lo_seen[frac_seen < 1], np.minimum(lo_seen[frac_seen > 0] + 1, len(bins) - 1)
+            lower, upper = lo_seen[frac_seen < 1], lo_seen[frac_seen > 0] + 1  # pos <= len(bins) - 1: frac > 0 has a next bin
             sums = np.bincount(lower, c[frac_seen < 1], minlength=len(bins)) + np.bincount(upper, c[frac_seen > 0], minlength=len(bins))
             counts = np.bincount(lower, minlength=len(bins)) + np.bincount(upper, minlength=len(bins))
             present = {int(k): float(sums[k] / counts[k]) for k in np.flatnonzero(counts)}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .analysis import Analysis
-from .optics import BANK_RELATIVE_STEP, BANK_STEP, CalibratedPSF, Layer, PSFModel, bounding_box, coc_bin_centres, convolve_stack, grow_box, linear_to_srgb, render_layers, srgb_to_linear, trim_kernel
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, CalibratedPSF, Layer, PSFModel, bin_weights, bounding_box, coc_bin_centres, convolve_stack, grow_box, linear_to_srgb, render_layers, srgb_to_linear, trim_kernel
 
 __all__ = ["FocusError", "focus_disparity", "target_coc", "analysis_psf", "render_refocus", "blur_by_radius", "RefocusPreview", "point_mask", "box_mask"]
 
@@ -154,9 +154,7 @@ def blur_by_radius(image: np.ndarray, radius: np.ndarray, where: np.ndarray, psf
     r = np.where(where, radius, 0).astype(np.float32)
     levels = np.concatenate([[0.0], coc_bin_centres(max(float(r.max()), 0.5), step=0.5, relative_step=BANK_RELATIVE_STEP / 2)])
     levels = np.unique(np.abs(levels))
-    hi = np.clip(np.searchsorted(levels, r), 1, len(levels) - 1)
-    lo = hi - 1
-    t = np.clip((r - levels[lo]) / (levels[hi] - levels[lo]), 0, 1)
+    lo, _, t = bin_weights(r, levels)
     h, w = r.shape
     # each computed pixel blends its lower and upper level: visit the levels in order with the
     # pixels (flat indices, grouped by lower level) that use each one
