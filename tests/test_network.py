@@ -111,6 +111,19 @@ def test_cli_train_tiny_config_runs_resumes_and_exports(tmp_path, capsys):
     assert main(["train", "--config", "nonexistent", "-o", str(out)]) == 2
 
 
+def test_cli_train_init_fine_tunes_the_given_weights(tmp_path):
+    out = tmp_path / "fine-tune"
+    assert main(["train", "--config", "tiny", "--steps", "1", "--init", str(WEIGHTS_PATH), "-o", str(out)]) == 0
+    tuned, shipped = load_network(out / "weights.pt"), load_network(WEIGHTS_PATH)
+    assert tuned.config == shipped.config  # the tiny config's own network is not built
+    moved = [k for k, v in shipped.state_dict().items() if not torch.equal(v, tuned.state_dict()[k])]
+    assert moved  # and trained from there
+    bad = tmp_path / "not-weights.pt"
+    bad.write_bytes(b"junk")
+    assert main(["train", "--config", "tiny", "--init", str(bad), "-o", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
 def test_bad_weights_files_give_one_clear_error(tmp_path):
     with pytest.raises(NetworkWeightsError, match="no such weights file"):
         load_network(tmp_path / "missing.pt")

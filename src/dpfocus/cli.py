@@ -270,6 +270,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.steps = args.steps
     if args.shards is not None:
         cfg.shards = args.shards
+    if args.init is not None:
+        cfg.init = args.init
     if cfg.shards and not sorted(Path(cfg.shards).glob("scenes_*.npz")):
         raise UsageError(f"{cfg.shards}: no scenes_*.npz shards; render them with `dpfocus train --make-shards 0 2000 -o {cfg.shards}`")
     weights = train(cfg, args.output, resume=not args.restart)
@@ -372,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override the config's number of steps")
     p.add_argument("--shards", help="folder of training shards (default: the config's; none = render on the fly)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the run folder")
+    p.add_argument("--init", help="start from this weights file (fine-tune), e.g. the shipped one")
     p.add_argument("--make-shards", type=int, nargs=2, metavar=("FIRST", "COUNT"), help="render COUNT training scenes into -o and stop")
     p.set_defaults(func=_cmd_train)
 

@@ -41,6 +41,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     threads: int = 2
     net: dict = field(default_factory=dict)  # NetConfig fields
+    init: str | None = None  # weights file to start from (a fine-tune); its network config replaces `net`
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
@@ -72,12 +73,19 @@ def losses(net: DPKernelNet, batch, cfg: TrainConfig) -> dict[str, torch.Tensor]
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print) -> Path:
     """Train (or resume) into ``out_dir``: checkpoint.pt, log.csv, config.json, weights.pt at the end."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    if cfg.init:
+        from .backend import load_network  # raises NetworkWeightsError, naming the file, if unusable
+
+        net = load_network(cfg.init)
+        net.train()
+        log(f"starting from {cfg.init}")
+    else:
+        net = DPKernelNet(NetConfig(**cfg.net))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    net = DPKernelNet(NetConfig(**cfg.net))
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     warmup = max(1, cfg.steps // 20)
 
