@@ -47,6 +47,8 @@ SGM_P2 = 40.0
 BAND_SIGMA = 12.0
 #: the prior's gradient variance is this percentile of the local gradient energy (the sharpest parts)
 PRIOR_PERCENTILE = 90
+#: spacing of the CoC candidates searched (work px)
+CANDIDATE_STEP = 0.5
 #: log-likelihood margin (per pixel) at which a minimum counts as 63% certain
 CONFIDENCE_SCALE = 2.0
 
@@ -268,7 +270,9 @@ def estimate_disparity(
     if scale > 1:
         gl, gr = _resize(gl, ws, hs, True), _resize(gr, ws, hs, True)
     c_max = max_coc / scale
-    candidates = np.arange(-np.ceil(c_max * 2) / 2, np.ceil(c_max * 2) / 2 + 0.25, 0.5, dtype=np.float32)
+    step = CANDIDATE_STEP
+    reach = np.ceil(c_max / step) * step
+    candidates = np.arange(-reach, reach + step / 2, step, dtype=np.float32)
     window = 9
     costs = likelihood_costs(gl, gr, psf, candidates, window=window, progress=progress)
     guide = np.sqrt(gl / (gl.max() + 1e-6))
@@ -280,17 +284,18 @@ def estimate_disparity(
     cp = costs[np.clip(best + 1, 0, len(candidates) - 1), rows, cols]
     denom = cm - 2 * c0 + cp
     offset = np.where(denom > 1e-9, 0.5 * (cm - cp) / np.maximum(denom, 1e-9), 0.0)
-    coc = candidates[best] + 0.5 * np.clip(offset, -0.5, 0.5)
+    coc = candidates[best] + step * np.clip(offset, -0.5, 0.5)
     # confidence: the minimum is clearly below the typical candidate and below the best one elsewhere
     # (periodic textures have several), in log-likelihood units per pixel
-    # (the best cost more than 3 candidates away: running minima from either end, no K x H x W mask)
+    # (the best cost 2 px or more away: running minima from either end, no K x H x W mask)
     n = len(candidates)
+    far = int(round(2.0 / step))
     below = np.minimum.accumulate(costs, axis=0)
     above = np.minimum.accumulate(costs[::-1], axis=0)[::-1]
     inf = np.float32(np.inf)
     second = np.minimum(
-        np.where(best - 4 >= 0, below[np.clip(best - 4, 0, n - 1), rows, cols], inf),
-        np.where(best + 4 <= n - 1, above[np.clip(best + 4, 0, n - 1), rows, cols], inf),
+        np.where(best - far >= 0, below[np.clip(best - far, 0, n - 1), rows, cols], inf),
+        np.where(best + far <= n - 1, above[np.clip(best + far, 0, n - 1), rows, cols], inf),
     )
     second = np.where(np.isfinite(second), second, c0)
     typical = np.median(costs, axis=0)

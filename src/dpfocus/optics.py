@@ -563,7 +563,7 @@ def render_layers(
         their result is smooth, so this costs little accuracy and saves most of the time. Implies
         ``local``.
     local : bool
-        At each bin, a per-pixel-CoC layer's cumulative cover (its pixels at or nearer than the bin)
+        At each bin, a per-pixel-CoC layer's cumulative cover (its pixels at or nearer than the next bin out)
         is taken only near the bin's own pixels (their box grown by twice the kernel radius): nearer
         content further away is redrawn by its own bins. Blurs stay exact; the picture differs from
         the full cover by 46 dB or less than that (often not at all), well inside what the binning
