@@ -47,8 +47,9 @@ SGM_P2 = 40.0
 BAND_SIGMA = 12.0
 #: the prior's gradient variance is this percentile of the local gradient energy (the sharpest parts)
 PRIOR_PERCENTILE = 90
-#: spacing of the CoC candidates searched (work px)
-CANDIDATE_STEP = 0.5
+#: spacing of the CoC candidates searched (work px). Sub-bin fits lock towards the candidates, which
+#: flattens gentle slopes; 0.25 instead of 0.5 px: tuning-scene Spearman 0.714 -> 0.736, twice the matching time
+CANDIDATE_STEP = 0.25
 #: log-likelihood margin (per pixel) at which a minimum counts as 63% certain
 CONFIDENCE_SCALE = 2.0
 
