@@ -11,8 +11,10 @@ depth from defocus"):
 The first term is the DP consistency ``B_L * K_R = B_R * K_L``; the second charges a candidate for
 image detail its kernels would have erased, and the log-determinant balances the noise that large
 kernels would call detail. So neither "blur everything away" nor "nothing is blurred" wins by
-default. The data terms are linear filters per candidate, localised with a box window; costs are
-aggregated semi-globally (8 directions, edge-aware penalties), refined to sub-bin precision, and
+default. The data terms are linear filters per candidate, localised with a box window that may
+shift to keep the pixel anywhere inside it (the lowest-cost window: at a depth edge each side takes
+its own depth instead of the one with the stronger texture); costs are 0.25 px apart, aggregated
+semi-globally (8 directions, edge-aware penalties), refined to sub-bin precision, and
 low-confidence (textureless) areas are filled by confidence-weighted pull-push and an image-guided
 filter. Left/right gain (vignetting) is equalised first. Work happens at a reduced scale for large
 images; the result is upsampled to the input resolution.
@@ -76,6 +78,14 @@ def _box(img: np.ndarray, r: int) -> np.ndarray:
     import cv2
 
     return cv2.boxFilter(img, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+
+
+def _best_window(img: np.ndarray, r: int) -> np.ndarray:
+    """Mean over the ``(2r+1)^2`` window, of those containing the pixel, where that mean is lowest
+    (shiftable windows: near a depth edge a pixel's cost comes from its own side of the edge)."""
+    import cv2
+
+    return cv2.erode(_box(img, r), np.ones((2 * r + 1, 2 * r + 1), np.uint8), borderType=cv2.BORDER_REFLECT)
 
 
 def _gauss(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -235,7 +245,7 @@ def likelihood_costs(
         terms = terms[:, pad : pad + hs, pad : pad + ws]
         energy = terms[0] ** 2 + terms[1] ** 2 + terms[2] ** 2
         log_det = float((band * np.log(d / np.maximum(lam_grad2, 1e-12))).sum())
-        costs[k] = _box(energy, window) * np.float32(1 / sigma2) + np.float32(log_det)
+        costs[k] = _best_window(energy, window) * np.float32(1 / sigma2) + np.float32(log_det)
         if progress is not None and k % 8 == 0:
             progress(0.6 * (k + 1) / len(candidates), "matching DP kernels")
     return costs
