@@ -28,6 +28,8 @@ HIDDEN_FILL_BINS = 1
 #: the captured photo is re-blurred where the target CoC is at least the captured CoC less this (px);
 #: tuning scenes: +0.76 dB over rendering everything from the all-in-focus image
 PHOTO_SLACK = 0.5
+#: px: extra blur below this is rounding (disparity -> CoC at 10 px CoC: 1e-6 px gives 0.005 px), not a target
+MIN_EXTRA_BLUR = 0.05
 
 
 class FocusError(ValueError):
@@ -138,6 +140,7 @@ def render_refocus(analysis: Analysis, d_trg: float, strength: float = 1.0, tole
     if from_photo.any():
         photo = srgb_to_linear(analysis.photo if analysis.photo.ndim == 3 else analysis.photo[..., None])
         extra = np.sqrt(np.maximum(wanted * wanted - captured * captured, 0)).astype(np.float32)
+        extra[extra < MIN_EXTRA_BLUR] = 0  # sqrt turns a rounding-level CoC difference into a visible radius
         reblurred = blur_by_radius(photo, extra, from_photo, psf)
         out = np.where(from_photo[..., None], reblurred, out)
     img = linear_to_srgb(out)
