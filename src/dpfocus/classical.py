@@ -11,7 +11,8 @@ depth from defocus"):
 The first term is the DP consistency ``B_L * K_R = B_R * K_L``; the second charges a candidate for
 image detail its kernels would have erased, and the log-determinant balances the noise that large
 kernels would call detail. So neither "blur everything away" nor "nothing is blurred" wins by
-default. The data terms are linear filters per candidate, localised with a box window; costs are aggregated semi-globally (8 directions, edge-aware penalties), refined to sub-bin precision, and
+default. The data terms are linear filters per candidate, localised with a box window; costs are
+aggregated semi-globally (8 directions, edge-aware penalties), refined to sub-bin precision, and
 low-confidence (textureless) areas are filled by confidence-weighted pull-push and an image-guided
 filter. Left/right gain (vignetting) is equalised first. Work happens at a reduced scale for large
 images; the result is upsampled to the input resolution.
