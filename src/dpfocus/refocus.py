@@ -28,8 +28,6 @@ HIDDEN_FILL_BINS = 1
 #: the captured photo is re-blurred where the target CoC is at least the captured CoC less this (px);
 #: tuning scenes: +0.76 dB over rendering everything from the all-in-focus image
 PHOTO_SLACK = 0.5
-#: px: extra blur below this is rounding (disparity -> CoC at 10 px CoC: 1e-6 px gives 0.005 px), not a target
-MIN_EXTRA_BLUR = 0.05
 
 
 class FocusError(ValueError):
@@ -123,7 +121,9 @@ def render_refocus(analysis: Analysis, d_trg: float, strength: float = 1.0, tole
     lin = srgb_to_linear(aif if aif.ndim == 3 else aif[..., None])
     psf = analysis_psf(analysis)
     has_photo = analysis.photo is not None and analysis.photo.shape == aif.shape
-    wanted, captured = np.abs(coc), np.abs(analysis.coc)
+    # the captured CoC by the same arithmetic as the target's (not analysis.coc, which rounds
+    # differently): at the captured focus the extra blur is exactly zero, not a sqrt-amplified ulp
+    wanted, captured = np.abs(coc), np.abs(target_coc(analysis, 0.0))
     from_photo = wanted >= captured - PHOTO_SLACK if has_photo else np.zeros(coc.shape, bool)
     out = np.empty_like(lin)
     # the layered render is only needed where the photo is not used, and within blur reach of there
@@ -140,7 +140,6 @@ def render_refocus(analysis: Analysis, d_trg: float, strength: float = 1.0, tole
     if from_photo.any():
         photo = srgb_to_linear(analysis.photo if analysis.photo.ndim == 3 else analysis.photo[..., None])
         extra = np.sqrt(np.maximum(wanted * wanted - captured * captured, 0)).astype(np.float32)
-        extra[extra < MIN_EXTRA_BLUR] = 0  # sqrt turns a rounding-level CoC difference into a visible radius
         reblurred = blur_by_radius(photo, extra, from_photo, psf)
         out = np.where(from_photo[..., None], reblurred, out)
     img = linear_to_srgb(out)
