@@ -79,7 +79,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
         from .backend import load_network  # raises NetworkWeightsError, naming the file, if unusable
 
         net = load_network(cfg.init)
-        net.train()
         log(f"starting from {cfg.init}")
     else:
         net = DPKernelNet(NetConfig(**cfg.net))
