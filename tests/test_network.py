@@ -8,7 +8,7 @@ from dpfocus.analysis import analyze, backends
 from dpfocus.cli import main
 from dpfocus.evaluate import psnr, spearman
 from dpfocus.nn.backend import WEIGHTS_PATH, NetworkWeightsError, load_network, network_refocus, run_network
-from dpfocus.nn.data import SceneSampler, render_training_scene
+from dpfocus.nn.data import SceneSampler, make_shards, render_training_scene
 from dpfocus.nn.model import DPKernelNet, NetConfig
 from dpfocus.nn.train import TrainConfig, export_weights, losses
 from dpfocus.samples import load_ground_truth, load_sample
@@ -81,6 +81,18 @@ def test_mirrored_training_crops_keep_the_disparity_sign():
         est = horizontal_shift(b.left[0].transpose(1, 2, 0), b.right[0].transpose(1, 2, 0), 12)
         shifts.append((d, est))
     assert all(d > 0 and est > 1 for d, est in shifts)  # mirrored or not, the right view sits at +d
+
+
+def test_shards_hold_the_rendered_scenes_in_order(tmp_path):
+    paths = make_shards(tmp_path, 10, 5, per_shard=2, height=48, width=64, log=lambda m: None)
+    assert [p.name for p in paths] == ["scenes_0000010.npz", "scenes_0000012.npz", "scenes_0000014.npz"]
+    sampler = SceneSampler(paths, seed=0, crop=32)
+    assert len(sampler) == 5 and sampler.data["left"].shape == (5, 48, 64, 3) and sampler.data["left"].dtype == np.uint16
+    for i in (0, 3, 4):  # first scene, one from the middle shard's second slot, the last shard's only one
+        scene = render_training_scene(100_000 + 10 + i, 48, 64)
+        assert np.array_equal(sampler.data["left"][i], np.round(scene["left"] * 65535).astype(np.uint16))
+        assert np.allclose(sampler.data["disparity"][i], scene["disparity"], atol=2e-2)
+    assert sampler.batch(2).left.shape == (2, 3, 32, 32)
 
 
 def test_a_few_training_steps_lower_the_loss():

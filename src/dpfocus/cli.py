@@ -247,6 +247,13 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+BUILTIN_CONFIGS = Path(__file__).parent / "nn" / "configs"
+
+
+def _builtin_config_names() -> str:
+    return ", ".join(sorted(f.stem for f in BUILTIN_CONFIGS.glob("*.json")))
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train the network (or render its training shards), resumable; see dpfocus.nn.train."""
     from .nn.data import make_shards
@@ -258,10 +265,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     config_path = Path(args.config)
     if not config_path.is_file():
-        builtin = Path(__file__).parent / "nn" / "configs" / f"{args.config}.json"
+        builtin = BUILTIN_CONFIGS / f"{args.config}.json"
         if not builtin.is_file():
-            names = ", ".join(sorted(f.stem for f in builtin.parent.glob("*.json")))
-            raise UsageError(f"{args.config}: no such config file (or built-in: {names})")
+            raise UsageError(f"{args.config}: no such config file (or built-in: {_builtin_config_names()})")
         config_path = builtin
     try:
         cfg = TrainConfig.load(config_path)
@@ -371,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the network on synthetic DP scenes (resumable), or render training shards")
     p.add_argument("-o", "--output", required=True, help="run folder (checkpoint.pt, log.csv, config.json, weights.pt)")
-    p.add_argument("--config", default="small", help="config JSON, or a built-in name: tiny, small (default), finetune_between_bins")
+    p.add_argument("--config", default="small", help=f"config JSON, or a built-in name: {_builtin_config_names()} (default: small)")
     p.add_argument("--steps", type=int, help="override the config's number of steps")
     p.add_argument("--shards", help="folder of training shards (default: the config's; none = render on the fly)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the run folder")

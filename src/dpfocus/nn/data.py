@@ -94,6 +94,24 @@ class Batch:
     J: np.ndarray
 
 
+def _load_shards(shards: list[Path]) -> dict[str, np.ndarray]:
+    """All scenes of the shards in one array per key, filled shard by shard (peak memory: the data
+    plus one shard, not twice the data)."""
+    counts = []
+    for p in shards:
+        with np.load(p) as z:
+            counts.append(len(z["J"]))
+    with np.load(shards[0]) as z:
+        data = {k: np.empty((sum(counts), *z[k].shape[1:]), z[k].dtype) for k in z.files}
+    start = 0
+    for p, n in zip(shards, counts):
+        with np.load(p) as z:
+            for k in data:
+                data[k][start : start + n] = z[k]
+        start += n
+    return data
+
+
 class SceneSampler:
     """Random crops (with flips that keep DP geometry) from shards, or from scenes rendered now.
 
@@ -108,8 +126,7 @@ class SceneSampler:
         self.data = None
         self._next_seed = 5_000_000 + seed * 100_000  # on-the-fly scenes never overlap the shards
         if shards:
-            parts = [dict(np.load(p)) for p in shards]
-            self.data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            self.data = _load_shards(shards)
 
     def __len__(self) -> int:
         return 0 if self.data is None else len(self.data["J"])
