@@ -199,3 +199,44 @@ def test_network_refocus_brings_the_masked_object_into_focus():
     assert img.shape == pair.left.shape and np.isfinite(d_trg)
     with pytest.raises(Exception, match="non-empty"):
         network_refocus(pair, np.zeros_like(mask))
+
+
+@shipped
+def test_network_analysis_refocuses_with_the_physical_dp_psf_and_keeps_it_on_disk(tmp_path):
+    import json
+
+    from dpfocus.analysis import load_analysis, save_analysis
+    from dpfocus.io import DPPairError
+    from dpfocus.optics import DPPSF
+    from dpfocus.refocus import analysis_psf, focus_disparity, render_refocus
+
+    pair = load_sample("garden")
+    analysis = analyze(pair, backend="network")
+    assert isinstance(analysis_psf(analysis), DPPSF)  # not the learned feature-space entries
+    save_analysis(analysis, tmp_path / "a")
+    back = load_analysis(tmp_path / "a")
+    assert isinstance(analysis_psf(back), DPPSF)
+    mask = load_ground_truth("garden")["labels"] == 1
+    assert psnr(render_refocus(back, focus_disparity(back, mask=mask)), render_refocus(analysis, focus_disparity(analysis, mask=mask))) > 60
+    record = tmp_path / "a" / "analysis.json"
+    broken = json.loads(record.read_text())
+    broken["render_psf"]["split_softness"] = -1
+    record.write_text(json.dumps(broken))
+    with pytest.raises(DPPairError, match="analysis.json.*split_softness"):
+        load_analysis(tmp_path / "a")
+
+
+@shipped
+def test_refocusing_a_network_analysis_blurs_like_the_scene():
+    from dpfocus.io import DPPair
+    from dpfocus.refocus import focus_disparity, render_refocus
+    from dpfocus.scenes import SceneConfig, generate_scene
+
+    scene = generate_scene(14, SceneConfig(height=192, width=288))  # focus in front of everything
+    pair = DPPair.from_arrays(scene.left, scene.right)
+    pair.combined = scene.combined
+    analysis = analyze(pair, backend="network")
+    obj = max(scene.objects, key=lambda o: (scene.labels == o["label"]).sum())
+    target = scene.refocused[obj["label"]]
+    img = render_refocus(analysis, focus_disparity(analysis, mask=scene.labels == obj["label"]))
+    assert psnr(img, target) > psnr(scene.combined, target) + 2.0  # measured 38.95 against 35.24 dB

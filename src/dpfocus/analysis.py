@@ -17,7 +17,7 @@ import numpy as np
 from . import __version__
 from .io import DPPair, read_image, save_image, save_map
 
-__all__ = ["Analysis", "AnalysisCancelled", "BackendError", "register_backend", "backends", "analyze", "analyze_steps", "save_analysis", "load_analysis", "ANALYSIS_FILES"]
+__all__ = ["render_psf_spec", "render_psf_from_spec", "Analysis", "AnalysisCancelled", "BackendError", "register_backend", "backends", "analyze", "analyze_steps", "save_analysis", "load_analysis", "ANALYSIS_FILES"]
 
 ANALYSIS_FILES = {
     "disparity": "disparity.tif",
@@ -30,6 +30,26 @@ ANALYSIS_FILES = {
 }
 #: the captured photo beside them (optional when reading: an older folder refocuses from the AIF alone)
 PHOTO_FILE = "photo.png"
+
+
+def render_psf_spec(psf) -> dict:
+    """A parametric DP PSF as the JSON-able ``meta["render_psf"]`` entry (see ``Analysis.meta``)."""
+    from dataclasses import asdict
+
+    return {"model": "DPPSF", **{k: v for k, v in asdict(psf).items() if not k.startswith("_")}}
+
+
+def render_psf_from_spec(spec: dict):
+    """The DP PSF a ``meta["render_psf"]`` entry describes; ``ValueError`` saying what is wrong."""
+    from .optics import DPPSF
+
+    params = {k: v for k, v in dict(spec).items() if k != "model"}
+    if spec.get("model") != "DPPSF":
+        raise ValueError(f"render_psf model {spec.get('model')!r} is not known (only 'DPPSF')")
+    try:
+        return DPPSF(**params)
+    except TypeError as exc:
+        raise ValueError(f"render_psf {params} does not describe a DPPSF ({exc})") from None
 
 
 @dataclass
@@ -56,7 +76,8 @@ class Analysis:
         ``J`` in ``C = J * D``.
     backend : str
     meta : dict
-        Timings (s), units, version, pair name/id, backend options.
+        Timings (s), units, version, pair name/id, backend options; ``render_psf`` (optional): the
+        parametric DP PSF refocusing blurs with instead of the bank (:func:`render_psf_spec`).
     kernel_weights_topk : tuple of (indices, weights) arrays, optional
         Per-pixel top-k bank indices and weights (a backend with soft retrieval fills it); otherwise
         weights come from the CoC by linear interpolation between the two nearest bank entries.
@@ -274,6 +295,11 @@ def load_analysis(folder: str | Path) -> Analysis:
     if missing:
         raise DPPairError(f"{folder}: not an analysis folder (missing {', '.join(missing)}); run `dpfocus analyze` first")
     record = json.loads((folder / ANALYSIS_FILES["record"]).read_text())
+    if record.get("render_psf") is not None:
+        try:
+            render_psf_from_spec(record["render_psf"])
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise DPPairError(f"{folder / ANALYSIS_FILES['record']}: {exc}; re-run `dpfocus analyze`") from None
     bank = np.load(folder / ANALYSIS_FILES["kernels"])
     return Analysis(
         disparity=tifffile.imread(folder / ANALYSIS_FILES["disparity"]),

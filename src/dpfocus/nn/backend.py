@@ -16,8 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..analysis import Analysis, BackendError, register_backend
+from ..analysis import Analysis, BackendError, register_backend, render_psf_spec
 from ..io import DPPair
+from ..optics import DPPSF
 from . import WEIGHTS_PATH
 from .model import DPKernelNet, NetConfig
 from .train import WEIGHTS_FORMAT
@@ -194,7 +195,9 @@ def network_backend(pair: DPPair, progress=None, tile: int | None = None, weight
         aif=aif.astype(np.float32),
         coc_per_disparity=J,
         backend="network",
-        meta={"timings": {"network_s": t1 - t0, "bank_s": time.perf_counter() - t1}, "tile": tile or DEFAULT_TILE,
+        # refocusing blurs pixels with the physical DP PSF, not the learned (feature-space) entries
+        meta={"render_psf": render_psf_spec(DPPSF()),
+              "timings": {"network_s": t1 - t0, "bank_s": time.perf_counter() - t1}, "tile": tile or DEFAULT_TILE,
               "weights": str(weights or WEIGHTS_PATH), "training": getattr(net, "info", {})},
         kernel_weights_topk=(top.transpose(1, 2, 0).astype(np.int16), top_w.transpose(1, 2, 0).astype(np.float32)),
     )
