@@ -319,3 +319,19 @@ def test_the_network_backend_is_listed_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[1] == "False"
     assert ("'network'" in out[0]) == WEIGHTS_PATH.is_file()
+
+
+def test_noise_variance_map_recovers_poisson_gaussian_noise(rng):
+    from dpfocus.classical import noise_variance_map
+
+    # a smooth brightness ramp 0.002 .. 0.8 with some texture, noise var = a x + b in linear light
+    ramp = np.linspace(0.002, 0.8, 384, dtype=np.float32)[None, :] * np.ones((256, 1), np.float32)
+    clean = ramp * (0.9 + 0.2 * textured(rng, 256, 384, channels=1, sigma=4.0)[..., 0])
+    a, b = 2e-3, 4e-6
+    views = [clean + np.sqrt(a * clean + b) * rng.standard_normal(clean.shape).astype(np.float32) for _ in range(2)]
+    var = noise_variance_map(*views)
+    true = a * clean + b
+    dark, bright = clean < 0.02, clean > 0.5
+    assert 0.8 < np.median(var[dark] / true[dark]) < 1.25  # measured 1.02
+    assert 0.8 < np.median(var[bright] / true[bright]) < 1.25  # measured 1.01
+    assert np.median(var[bright]) > 20 * np.median(var[dark])  # shot noise: bright pixels are noisier

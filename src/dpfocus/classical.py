@@ -14,7 +14,9 @@ kernels would call detail. So neither "blur everything away" nor "nothing is blu
 default. The data terms are linear filters per candidate, localised with a box window; costs are
 aggregated semi-globally (8 directions, edge-aware penalties), refined to sub-bin precision, and
 low-confidence (textureless) areas are filled by confidence-weighted pull-push and an image-guided
-filter. Left/right gain (vignetting) is equalised first. Work happens at a reduced scale for large
+filter. Each pixel's residual is weighted by its own noise level (Poisson-Gaussian, fitted to the
+views), so a dark surface's evidence is not drowned by a bright neighbour's shot noise. Left/right
+gain (vignetting) is equalised first. Work happens at a reduced scale for large
 images; the result is upsampled to the input resolution.
 
 All-in-focus. Non-blind, spatially varying deconvolution: the two views in linear light are
@@ -53,6 +55,11 @@ PRIOR_PERCENTILE = 90
 CANDIDATE_STEP = 0.5
 #: radius (work px) of the cost window
 COST_WINDOW = 9
+#: per-pixel noise weights (Poisson-Gaussian noise, relative to the median pixel) are clipped to
+#: [1 / this, this]. Tuning Spearman 0.744 -> 0.783 on 32 scenes (seeds 700000+), most where dark
+#: and bright surfaces meet (a nearly black ground plane 0.18 -> 0.79; a range of 30: 0.54);
+#: benchmark 0.805 -> 0.801
+NOISE_WEIGHT_RANGE = 300.0
 #: log-likelihood margin (per pixel) at which a minimum counts as 63% certain
 CONFIDENCE_SCALE = 2.0
 
@@ -226,6 +233,10 @@ def likelihood_costs(
     gy, gx = np.gradient(gl)
     prior = max(float(np.percentile(_box(gx * gx + gy * gy, 7), PRIOR_PERCENTILE)), 1e-12)
     lam = np.float32(sigma2 / prior)
+    # shot noise: a bright pixel's residual is worth less than a dark one's (weights relative to
+    # the median pixel, so the balance with the log-determinant stays that of a typical pixel)
+    variance = noise_variance_map(gl, gr)
+    noise_weight = np.clip(np.float32(np.median(variance)) / variance, 1 / NOISE_WEIGHT_RANGE, NOISE_WEIGHT_RANGE).astype(np.float32)
     lam_grad2 = lam * grad2
     costs = np.empty((len(candidates), hs, ws), np.float32)
     for k, c in enumerate(candidates):
@@ -238,7 +249,7 @@ def likelihood_costs(
         terms = terms[:, pad : pad + hs, pad : pad + ws]
         energy = terms[0] ** 2 + terms[1] ** 2 + terms[2] ** 2
         log_det = float((band * np.log(d / np.maximum(lam_grad2, 1e-12))).sum())
-        costs[k] = _box(energy, window) * np.float32(1 / sigma2) + np.float32(log_det)
+        costs[k] = _box(energy * noise_weight, window) * np.float32(1 / sigma2) + np.float32(log_det)
         if progress is not None and k % 8 == 0:
             progress(0.6 * (k + 1) / len(candidates), "matching DP kernels")
     return costs
@@ -333,6 +344,30 @@ def _noise_sigma(img: np.ndarray) -> float:
     g = _grey(img)
     lap = g[1:-1, 1:-1] * 4 - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
     return float(np.median(np.abs(lap - np.median(lap))) * 1.4826 / np.sqrt(20))
+
+
+def noise_variance_map(gl: np.ndarray, gr: np.ndarray, bins: int = 16) -> np.ndarray:
+    """Per-pixel noise variance of two linear views under the Poisson-Gaussian model
+    ``var = a x + b``: ``a`` and ``b`` are fitted to robust noise estimates (the lower quartile of
+    the fine Laplacian, which texture inflates least) in brightness bins."""
+    g = 0.5 * (gl + gr)
+    brightness = np.tile(_box(g, 2)[1:-1, 1:-1].ravel(), 2)
+    lap = np.concatenate([np.abs(v[1:-1, 1:-1] * 4 - v[:-2, 1:-1] - v[2:, 1:-1] - v[1:-1, :-2] - v[1:-1, 2:]).ravel() for v in (gl, gr)])
+    edges = np.quantile(brightness, np.linspace(0, 1, bins + 1))
+    which = np.clip(np.searchsorted(edges, brightness, side="right") - 1, 0, bins - 1)
+    xs, ys = [], []
+    for i in range(bins):
+        sel = which == i
+        if sel.sum() < 100:
+            continue
+        xs.append(float(np.median(brightness[sel])))
+        # lower quartile of |N(0, s^2)| is 0.3186 s; the Laplacian's variance is 20 sigma^2
+        ys.append((float(np.percentile(lap[sel], 25)) / 0.3186) ** 2 / 20)
+    if len(xs) < 2:
+        return np.full(g.shape, max(_noise_sigma(g) ** 2, 1e-12), np.float32)
+    (a, b), *_ = np.linalg.lstsq(np.stack([xs, np.ones(len(xs))], 1), np.array(ys), rcond=None)
+    a, b = max(float(a), 0.0), max(float(b), 1e-12)
+    return (a * np.maximum(_gauss(g, 2.0), 0) + b).astype(np.float32)
 
 
 def _local_extreme(img: np.ndarray, r: int, op) -> np.ndarray:
