@@ -57,8 +57,8 @@ CANDIDATE_STEP = 0.5
 COST_WINDOW = 9
 #: per-pixel noise weights (Poisson-Gaussian noise, relative to the median pixel) are clipped to
 #: [1 / this, this]. Tuning Spearman 0.744 -> 0.783 on 32 scenes (seeds 700000+), most where dark
-#: and bright surfaces meet (a nearly black ground plane 0.18 -> 0.79; a range of 30: 0.54);
-#: benchmark 0.805 -> 0.801
+#: and bright surfaces meet (a nearly black ground plane 0.18 -> 0.79, only 0.54 with a range of
+#: 30); benchmark 0.805 -> 0.801
 NOISE_WEIGHT_RANGE = 300.0
 #: log-likelihood margin (per pixel) at which a minimum counts as 63% certain
 CONFIDENCE_SCALE = 2.0
