@@ -247,4 +247,4 @@ def test_refocusing_a_network_analysis_blurs_like_the_scene():
     obj = max(scene.objects, key=lambda o: (scene.labels == o["label"]).sum())
     target = scene.refocused[obj["label"]]
     img = render_refocus(analysis, focus_disparity(analysis, mask=scene.labels == obj["label"]))
-    assert psnr(img, target) > psnr(scene.combined, target) + 2.0  # measured 38.95 against 35.24 dB
+    assert psnr(img, target) > psnr(scene.combined, target) + 2.0  # measured 38.78 against 35.24 dB
