@@ -339,10 +339,14 @@ def kernel_bank(psf: PSFModel, max_abs_coc: float) -> tuple[np.ndarray, np.ndarr
     return cocs, np.stack([pad(k[0]) for k in pairs]), np.stack([pad(k[1]) for k in pairs])
 
 
+def _fine_laplacian(g: np.ndarray) -> np.ndarray:
+    """The 4-neighbour Laplacian of the interior pixels (variance ``20 sigma^2`` for white noise)."""
+    return g[1:-1, 1:-1] * 4 - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+
+
 def _noise_sigma(img: np.ndarray) -> float:
     """Robust noise estimate (median absolute deviation of a fine Laplacian)."""
-    g = _grey(img)
-    lap = g[1:-1, 1:-1] * 4 - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+    lap = _fine_laplacian(_grey(img))
     return float(np.median(np.abs(lap - np.median(lap))) * 1.4826 / np.sqrt(20))
 
 
@@ -352,7 +356,7 @@ def noise_variance_map(gl: np.ndarray, gr: np.ndarray, bins: int = 16) -> np.nda
     the fine Laplacian, which texture inflates least) in brightness bins."""
     g = 0.5 * (gl + gr)
     brightness = np.tile(_box(g, 2)[1:-1, 1:-1].ravel(), 2)
-    lap = np.concatenate([np.abs(v[1:-1, 1:-1] * 4 - v[:-2, 1:-1] - v[2:, 1:-1] - v[1:-1, :-2] - v[1:-1, 2:]).ravel() for v in (gl, gr)])
+    lap = np.abs(np.concatenate([_fine_laplacian(v).ravel() for v in (gl, gr)]))
     edges = np.quantile(brightness, np.linspace(0, 1, bins + 1))
     which = np.clip(np.searchsorted(edges, brightness, side="right") - 1, 0, bins - 1)
     xs, ys = [], []
