@@ -267,6 +267,27 @@ def test_pull_push_fill_keeps_weighted_values_and_fills_the_rest():
     np.testing.assert_allclose(filled[:, 40:], np.broadcast_to(np.float32([0.2, 0.4, 0.6]), (64, 24, 3)), atol=1e-3)
 
 
+def test_smooth_surfaces_removes_noise_but_keeps_jumps_and_ramps():
+    from dpfocus.optics import smooth_surfaces
+
+    rng = np.random.default_rng(3)
+    h, w = 120, 240
+    ramp = np.tile(np.linspace(4.0, 4.4, w, dtype=np.float32), (h, 1))  # a gently tilted wall
+    truth = ramp.copy()
+    truth[30:90, 60:120] = 1.0  # an object 3 px of CoC nearer
+    noisy = truth + rng.normal(0, 0.1, truth.shape).astype(np.float32)
+    confidence = np.ones_like(truth)
+    confidence[:, 200:] = 0.0  # unmeasured: filled by the smoothing, not trusted over the rest
+    out = smooth_surfaces(noisy, confidence, 0.25)
+    wall = np.ones_like(truth, bool)
+    wall[26:94, 56:124] = False  # away from the object's edge
+    wall[:, 190:] = False
+    assert np.abs(out - truth)[wall].std() < 0.35 * np.abs(noisy - truth)[wall].std()
+    assert abs(np.polyfit(np.arange(w)[20:180], out[5:25, 20:180].mean(0), 1)[0] * w - 0.4) < 0.05  # the tilt survives
+    np.testing.assert_allclose(out[34:86, 64:116], 1.0, atol=0.05)  # the object keeps its level
+    assert out[60, 61] < 1.3 and out[60, 118] < 1.3 and out[60, 58] > 4.0 and out[60, 121] > 4.0  # its edges stay sharp
+
+
 def shapes_pair(rng, coc, h=112, w=160, noise=0.004):
     """A plane of flat-coloured rectangles (edges a sparse gradient prior favours), blurred and noisy."""
     aif = np.full((h, w, 3), 0.5, np.float32)

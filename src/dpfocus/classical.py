@@ -14,7 +14,7 @@ kernels would call detail. So neither "blur everything away" nor "nothing is blu
 default. The data terms are linear filters per candidate, localised with a box window; costs are
 aggregated semi-globally (8 directions, edge-aware penalties), refined to sub-bin precision, and
 low-confidence (textureless) areas are filled by confidence-weighted pull-push and an image-guided
-filter. Each pixel's residual is weighted by its own noise level (Poisson-Gaussian, fitted to the
+filter, and the map is smoothed over each surface by its own values (a bilateral grid). Each pixel's residual is weighted by its own noise level (Poisson-Gaussian, fitted to the
 views), so a dark surface's evidence is not drowned by a bright neighbour's shot noise. Left/right
 gain (vignetting) is equalised first. Work happens at a reduced scale for large
 images; the result is upsampled to the input resolution.
@@ -36,7 +36,7 @@ import scipy.fft
 
 from .analysis import Analysis, register_backend
 from .io import DPPair
-from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bin_weights, bounding_box, coc_bin_centres, grow_box, linear_to_srgb, nearest_bin, pull_push_fill, srgb_to_linear, trim_kernel
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bin_weights, bounding_box, coc_bin_centres, grow_box, linear_to_srgb, nearest_bin, pull_push_fill, smooth_surfaces, srgb_to_linear, trim_kernel
 
 __all__ = ["classical_backend", "estimate_disparity", "deconvolve_aif", "kernel_bank", "guided_filter"]
 
@@ -60,6 +60,11 @@ COST_WINDOW = 9
 #: and bright surfaces meet (a nearly black ground plane 0.18 -> 0.79, only 0.54 with a range of
 #: 30); benchmark 0.805 -> 0.801
 NOISE_WEIGHT_RANGE = 300.0
+#: the map is finally averaged over each surface (optics.smooth_surfaces): pixels whose CoC lies
+#: within about this many work px of each other's. It removes the SGM streaks and texture noise
+#: but keeps depth jumps and ramps. Tuning Spearman 0.783 -> 0.810 on 32 scenes (no scene lost
+#: more than 0.01), benchmark 0.801 -> 0.849
+SURFACE_SMOOTH_RANGE = 0.25
 #: log-likelihood margin (per pixel) at which a minimum counts as 63% certain
 CONFIDENCE_SCALE = 2.0
 
@@ -319,6 +324,7 @@ def estimate_disparity(
     smooth = guided_filter(guide, filled, r=max(2, window // 2), eps=1e-4)
     coc_small = np.where(conf > 0.5, 0.5 * (coc + smooth), smooth).astype(np.float32)
     coc_small = guided_filter(guide, coc_small, r=2, eps=1e-4)
+    coc_small = smooth_surfaces(coc_small, conf, SURFACE_SMOOTH_RANGE)
     if progress is not None:
         progress(0.65, "propagating disparity")
     coc_full = _resize(coc_small * scale, w, h, False) if scale > 1 else coc_small

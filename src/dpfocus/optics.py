@@ -40,6 +40,8 @@ __all__ = [
     "bounding_box",
     "grow_box",
     "pull_push_fill",
+    "range_smooth",
+    "smooth_surfaces",
     "BANK_STEP",
     "BANK_RELATIVE_STEP",
 ]
@@ -488,6 +490,55 @@ def pull_push_fill(values: np.ndarray, weights: np.ndarray, levels: int | None =
         blend = blend[..., None] if n.ndim == 3 else blend
         est = blend * ratio(n, c) + (1 - blend) * up
     return est.astype(np.float32)
+
+
+def range_smooth(values: np.ndarray, weights: np.ndarray, sigma_space: float, sigma_range: float) -> np.ndarray:
+    """Weighted edge-preserving smoothing of a single-channel map by its own values: each pixel
+    becomes the weighted mean of the pixels within about ``sigma_space`` px whose values lie within
+    about ``sigma_range`` of its own (a bilateral grid: splat, blur, slice). Jumps larger than a few
+    ``sigma_range`` survive, and so do linear ramps (the neighbourhood is symmetric)."""
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    vals = np.asarray(values, np.float32)
+    h, w = vals.shape
+    cell = max(1, int(sigma_space / 6))
+    lo = float(vals.min()) - 2 * sigma_range
+    gh, gw = h // cell + 2, w // cell + 2
+    gz = int(np.ceil((float(vals.max()) + 2 * sigma_range - lo) / sigma_range)) + 2
+    yy, xx = np.indices((h, w), dtype=np.float32)
+    yy /= cell
+    xx /= cell
+    z = (vals - lo) / sigma_range
+    z0 = np.floor(z).astype(np.int64)
+    frac = z - z0
+    base = (np.rint(yy).astype(np.int64) * gw + np.rint(xx).astype(np.int64)) * gz + z0
+    wgt = np.asarray(weights, np.float64)
+    num = np.zeros(gh * gw * gz)
+    den = np.zeros(gh * gw * gz)
+    for dz, share in ((0, 1 - frac), (1, frac)):
+        sw = (wgt * share).ravel()
+        num += np.bincount((base + dz).ravel(), sw * vals.ravel(), minlength=num.size)
+        den += np.bincount((base + dz).ravel(), sw, minlength=den.size)
+    sigmas = (sigma_space / cell, sigma_space / cell, 1.0)
+    num = gaussian_filter(num.reshape(gh, gw, gz), sigmas, mode="constant")
+    den = gaussian_filter(den.reshape(gh, gw, gz), sigmas, mode="constant")
+    coords = np.stack([yy.ravel(), xx.ravel(), z.ravel()])
+    n = map_coordinates(num, coords, order=1, mode="nearest")
+    d = map_coordinates(den, coords, order=1, mode="nearest")
+    return np.where(d > 1e-12, n / np.maximum(d, 1e-12), vals.ravel()).reshape(h, w).astype(np.float32)
+
+
+#: surfaces are smoothed over about this fraction of the image's longer side
+SURFACE_SMOOTH_FRACTION = 1 / 6
+
+
+def smooth_surfaces(coc: np.ndarray, confidence: np.ndarray, sigma_range: float) -> np.ndarray:
+    """A CoC map averaged, confidence-weighted, over each surface: pixels within about a sixth of
+    the image's longer side whose CoC lies within about ``sigma_range`` px of each other's. This
+    removes matching noise across a surface (a disparity estimator's streaks and texture
+    artefacts) but keeps depth jumps and ramps."""
+    sigma_space = SURFACE_SMOOTH_FRACTION * max(coc.shape)
+    return range_smooth(coc, np.asarray(confidence, np.float32) + 1e-3, sigma_space, sigma_range)
 
 
 def _blur_reduced(stack: np.ndarray, psf: PSFModel, coc: float, views: Sequence[str], factor: int) -> list[np.ndarray]:
