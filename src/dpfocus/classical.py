@@ -36,7 +36,7 @@ import scipy.fft
 
 from .analysis import Analysis, register_backend
 from .io import DPPair
-from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bin_weights, bounding_box, coc_bin_centres, grow_box, linear_to_srgb, nearest_bin, pull_push_fill, smooth_surfaces, srgb_to_linear, trim_kernel
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bin_weights, bounding_box, coc_bin_centres, grow_box, linear_to_srgb, nearest_bin, pad_dp_pair, pull_push_fill, smooth_surfaces, srgb_to_linear, trim_kernel
 
 __all__ = ["classical_backend", "estimate_disparity", "deconvolve_aif", "kernel_bank", "guided_filter"]
 
@@ -225,8 +225,7 @@ def likelihood_costs(
     pad = half + 2
     fh = scipy.fft.next_fast_len(hs + 2 * pad + 2 * half, real=True)
     fw = scipy.fft.next_fast_len(ws + 2 * pad + 2 * half, real=True)
-    fl = scipy.fft.rfft2(np.pad(bl, pad, mode="reflect"), s=(fh, fw), workers=-1)
-    fr = scipy.fft.rfft2(np.pad(br, pad, mode="reflect"), s=(fh, fw), workers=-1)
+    fl, fr = (scipy.fft.rfft2(v, s=(fh, fw), workers=-1) for v in pad_dp_pair(bl, br, (pad, pad), (pad, pad)))
     wy = 2 * np.pi * np.fft.fftfreq(fh).astype(np.float32)[:, None]
     wx = 2 * np.pi * np.fft.rfftfreq(fw).astype(np.float32)[None, :]
     grad2 = (2 - 2 * np.cos(wy)) + (2 - 2 * np.cos(wx))
@@ -506,7 +505,7 @@ def deconvolve_aif(
     used = np.unique(np.concatenate([lo[t < 1].ravel(), hi[t > 0].ravel()]))
     support = {int(k): max(trim_kernel(kernels_left[k], 1e-4).shape[0], trim_kernel(kernels_right[k], 1e-4).shape[0]) // 2 for k in used}
     pad = max(support.values()) + DECONV_MARGIN
-    padded = [np.pad(v, ((pad, pad), (pad, pad), (0, 0)), mode="reflect") for v in views]
+    padded = list(pad_dp_pair(views[0], views[1], (pad, pad), (pad, pad)))
     centre = kernels_left.shape[1] // 2
     out = np.zeros((h, w, ch), np.float32)
     for n, k in enumerate(used):

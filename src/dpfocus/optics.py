@@ -40,6 +40,7 @@ __all__ = [
     "bounding_box",
     "grow_box",
     "pull_push_fill",
+    "pad_dp_pair",
     "range_smooth",
     "smooth_surfaces",
     "BANK_STEP",
@@ -490,6 +491,22 @@ def pull_push_fill(values: np.ndarray, weights: np.ndarray, levels: int | None =
         blend = blend[..., None] if n.ndim == 3 else blend
         est = blend * ratio(n, c) + (1 - blend) * up
     return est.astype(np.float32)
+
+
+def pad_dp_pair(left: np.ndarray, right: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pad two DP views (``H x W`` or ``H x W x C``) by ``rows = (top, bottom)`` and
+    ``cols = (left, right)``. Rows are mirrored (a vertical flip keeps the DP geometry); columns
+    take the mirrored *other* view, because mirroring a DP pair swaps the roles of its views: a
+    plain reflection shows the negative disparity beside the border."""
+    extra = ((0, 0),) * (left.ndim - 2)
+    if any(cols):
+        mirrored = [np.pad(v, ((0, 0), cols) + extra, mode="reflect") for v in (left, right)]
+        c0, c1 = cols[0], cols[0] + left.shape[1]
+        swap = lambda own, other: np.concatenate([other[:, :c0], own[:, c0:c1], other[:, c1:]], 1)  # noqa: E731
+        left, right = swap(mirrored[0], mirrored[1]), swap(mirrored[1], mirrored[0])
+    if any(rows):
+        left, right = (np.pad(v, (rows, (0, 0)) + extra, mode="reflect") for v in (left, right))
+    return left, right
 
 
 def range_smooth(values: np.ndarray, weights: np.ndarray, sigma_space: float, sigma_range: float) -> np.ndarray:
