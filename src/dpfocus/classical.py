@@ -14,10 +14,12 @@ kernels would call detail. So neither "blur everything away" nor "nothing is blu
 default. The data terms are linear filters per candidate, localised with a box window; costs are
 aggregated semi-globally (8 directions, edge-aware penalties), refined to sub-bin precision, and
 low-confidence (textureless) areas are filled by confidence-weighted pull-push and an image-guided
-filter, and the map is smoothed over each surface by its own values (a bilateral grid). Each pixel's residual is weighted by its own noise level (Poisson-Gaussian, fitted to the
-views), so a dark surface's evidence is not drowned by a bright neighbour's shot noise. Left/right
-gain (vignetting) is equalised first. Work happens at a reduced scale for large
-images; the result is upsampled to the input resolution.
+filter, and the map is averaged over each surface by its own values (a bilateral grid). Each
+pixel's residual is weighted by its own noise level (Poisson-Gaussian, fitted to the views), so a
+dark surface's evidence is not drowned by a bright neighbour's shot noise. Left/right gain
+(vignetting) is equalised first, and the filters pad each view with the mirrored other view (a
+mirrored DP pair has its views swapped). Work happens at a reduced scale for large images; the
+result is upsampled to the input resolution.
 
 All-in-focus. Non-blind, spatially varying deconvolution: the two views in linear light are
 deconvolved together with every bank kernel pair in use, over the clusters of pixels that use it
@@ -61,9 +63,9 @@ COST_WINDOW = 9
 #: 30); benchmark 0.805 -> 0.801
 NOISE_WEIGHT_RANGE = 300.0
 #: the map is finally averaged over each surface (optics.smooth_surfaces): pixels whose CoC lies
-#: within about this many work px of each other's. It removes the SGM streaks and texture noise
-#: but keeps depth jumps and ramps. Tuning Spearman 0.783 -> 0.810 on 32 scenes (no scene lost
-#: more than 0.01), benchmark 0.801 -> 0.849
+#: within about this many px (work scale) of each other's. It removes the SGM streaks and texture
+#: noise but keeps depth jumps and ramps. Tuning Spearman 0.783 -> 0.810 on 32 scenes (no scene
+#: lost more than 0.01; 0.5 px gave 0.806, 1.0 px 0.783), benchmark 0.801 -> 0.847
 SURFACE_SMOOTH_RANGE = 0.25
 #: log-likelihood margin (per pixel) at which a minimum counts as 63% certain
 CONFIDENCE_SCALE = 2.0
