@@ -549,13 +549,17 @@ def range_smooth(values: np.ndarray, weights: np.ndarray, sigma_space: float, si
 SURFACE_SMOOTH_FRACTION = 1 / 6
 
 
-def smooth_surfaces(coc: np.ndarray, confidence: np.ndarray, sigma_range: float) -> np.ndarray:
+def smooth_surfaces(coc: np.ndarray, confidence: np.ndarray, sigma_range: float, passes: int = 1) -> np.ndarray:
     """A CoC map averaged, confidence-weighted, over each surface: pixels within about a sixth of
     the image's longer side whose CoC lies within about ``sigma_range`` px of each other's. This
     removes matching noise across a surface (a disparity estimator's streaks and texture
-    artefacts) but keeps depth jumps and ramps."""
+    artefacts) but keeps depth jumps and ramps. Each further pass starts from the last one's
+    values, so pixels the first pass brought together average again."""
     sigma_space = SURFACE_SMOOTH_FRACTION * max(coc.shape)
-    return range_smooth(coc, np.asarray(confidence, np.float32) + 1e-3, sigma_space, sigma_range)
+    weights = np.asarray(confidence, np.float32) + 1e-3
+    for _ in range(passes):
+        coc = range_smooth(coc, weights, sigma_space, sigma_range)
+    return coc
 
 
 def _blur_reduced(stack: np.ndarray, psf: PSFModel, coc: float, views: Sequence[str], factor: int) -> list[np.ndarray]:

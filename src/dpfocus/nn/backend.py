@@ -33,7 +33,8 @@ GRID = 64
 TOP_K = 5
 #: px of CoC: the network's disparity is averaged over each surface (optics.smooth_surfaces) with
 #: this range scale. Tuning Spearman (24 scenes, seeds 500000+) 0.745 -> 0.797; 1.0 px gave 0.793
-#: and 1.5 px 0.780 (0.5 px: 0.840 against 0.848 on the first 12)
+#: and 1.5 px 0.780 (0.5 px: 0.840 against 0.848 on the first 12). A second pass, as the classical
+#: backend makes, gave 0.834 -> 0.839 with the stage-4 weights but lost up to 0.12 on single scenes
 SURFACE_SMOOTH_RANGE = 0.75
 
 
