@@ -528,14 +528,15 @@ def range_smooth(values: np.ndarray, weights: np.ndarray, sigma_space: float, si
     z = (vals - lo) / sigma_range
     z0 = np.floor(z).astype(np.int64)
     frac = z - z0
-    base = (np.rint(yy).astype(np.int64) * gw + np.rint(xx).astype(np.int64)) * gz + z0
-    wgt = np.asarray(weights, np.float64)
+    base = ((np.rint(yy).astype(np.int64) * gw + np.rint(xx).astype(np.int64)) * gz + z0).ravel()
+    wgt = np.asarray(weights, np.float64).ravel()
     num = np.zeros(gh * gw * gz)
     den = np.zeros(gh * gw * gz)
     for dz, share in ((0, 1 - frac), (1, frac)):
-        sw = (wgt * share).ravel()
-        num += np.bincount((base + dz).ravel(), sw * vals.ravel(), minlength=num.size)
-        den += np.bincount((base + dz).ravel(), sw, minlength=den.size)
+        cell_index = base + dz
+        sw = wgt * share.ravel()
+        num += np.bincount(cell_index, sw * vals.ravel(), minlength=num.size)
+        den += np.bincount(cell_index, sw, minlength=den.size)
     sigmas = (sigma_space / cell, sigma_space / cell, 1.0)
     num = gaussian_filter(num.reshape(gh, gw, gz), sigmas, mode="constant")
     den = gaussian_filter(den.reshape(gh, gw, gz), sigmas, mode="constant")
