@@ -509,41 +509,58 @@ def pad_dp_pair(left: np.ndarray, right: np.ndarray, rows: tuple[int, int], cols
     return left, right
 
 
+#: range_smooth splats and slices this many pixels at a time (bounds its temporaries)
+RANGE_SMOOTH_BAND_PIXELS = 1 << 20
+
+
 def range_smooth(values: np.ndarray, weights: np.ndarray, sigma_space: float, sigma_range: float) -> np.ndarray:
     """Weighted edge-preserving smoothing of a single-channel map by its own values: each pixel
     becomes the weighted mean of the pixels within about ``sigma_space`` px whose values lie within
     about ``sigma_range`` of its own (a bilateral grid: splat, blur, slice). Jumps larger than a few
-    ``sigma_range`` survive, and so do linear ramps (the neighbourhood is symmetric)."""
+    ``sigma_range`` survive, and so do linear ramps (the neighbourhood is symmetric). Rows are
+    splatted and sliced in bands, so the temporaries stay bounded whatever the image size."""
     from scipy.ndimage import gaussian_filter, map_coordinates
 
     vals = np.asarray(values, np.float32)
+    wgt = np.asarray(weights, np.float32)
     h, w = vals.shape
     cell = max(1, int(sigma_space / 6))
     lo = float(vals.min()) - 2 * sigma_range
     gh, gw = h // cell + 2, w // cell + 2
     gz = int(np.ceil((float(vals.max()) + 2 * sigma_range - lo) / sigma_range)) + 2
-    yy, xx = np.indices((h, w), dtype=np.float32)
-    yy /= cell
-    xx /= cell
-    z = (vals - lo) / sigma_range
-    z0 = np.floor(z).astype(np.int64)
-    frac = z - z0
-    base = ((np.rint(yy).astype(np.int64) * gw + np.rint(xx).astype(np.int64)) * gz + z0).ravel()
-    wgt = np.asarray(weights, np.float64).ravel()
+    band_rows = max(1, RANGE_SMOOTH_BAND_PIXELS // w)
+    bands = [slice(r, min(r + band_rows, h)) for r in range(0, h, band_rows)]
+    col = np.arange(w, dtype=np.float32) / cell
+    col_cell = np.rint(col).astype(np.int64)
+
+    def band_coords(rows: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        row = np.arange(rows.start, rows.stop, dtype=np.float32)[:, None] / cell
+        z = (vals[rows] - lo) / sigma_range
+        return np.broadcast_to(row, z.shape), z, np.rint(row).astype(np.int64)
+
     num = np.zeros(gh * gw * gz)
     den = np.zeros(gh * gw * gz)
-    for dz, share in ((0, 1 - frac), (1, frac)):
-        cell_index = base + dz
-        sw = wgt * share.ravel()
-        num += np.bincount(cell_index, sw * vals.ravel(), minlength=num.size)
-        den += np.bincount(cell_index, sw, minlength=den.size)
+    for rows in bands:
+        _, z, row_cell = band_coords(rows)
+        z0 = np.floor(z).astype(np.int64)
+        frac = z - z0
+        base = ((row_cell * gw + col_cell) * gz + z0).ravel()
+        for dz, share in ((0, 1 - frac), (1, frac)):
+            cell_index = base + dz
+            sw = (wgt[rows] * share).ravel()
+            num += np.bincount(cell_index, sw * vals[rows].ravel(), minlength=num.size)
+            den += np.bincount(cell_index, sw, minlength=den.size)
     sigmas = (sigma_space / cell, sigma_space / cell, 1.0)
     num = gaussian_filter(num.reshape(gh, gw, gz), sigmas, mode="constant")
     den = gaussian_filter(den.reshape(gh, gw, gz), sigmas, mode="constant")
-    coords = np.stack([yy.ravel(), xx.ravel(), z.ravel()])
-    n = map_coordinates(num, coords, order=1, mode="nearest")
-    d = map_coordinates(den, coords, order=1, mode="nearest")
-    return np.where(d > 1e-12, n / np.maximum(d, 1e-12), vals.ravel()).reshape(h, w).astype(np.float32)
+    out = np.empty((h, w), np.float32)
+    for rows in bands:
+        row, z, _ = band_coords(rows)
+        coords = np.stack([row.ravel(), np.broadcast_to(col, z.shape).ravel(), z.ravel()])
+        n = map_coordinates(num, coords, order=1, mode="nearest")
+        d = map_coordinates(den, coords, order=1, mode="nearest")
+        out[rows] = np.where(d > 1e-12, n / np.maximum(d, 1e-12), vals[rows].ravel()).reshape(z.shape)
+    return out
 
 
 #: surfaces are smoothed over about this fraction of the image's longer side
