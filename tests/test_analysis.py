@@ -241,7 +241,7 @@ def test_evaluate_reports_every_figure_on_scenes_and_a_dpdd_folder(tmp_path, cap
     json_path = tmp_path / "report.json"
     assert cli_main(["evaluate", "--scenes", "1", "--size", "128", "192", "--dpdd", str(root), "--json", str(json_path)]) == 0
     out = capsys.readouterr().out
-    for name in ("spearman", "affine_l1_px", "aif_psnr", "input_psnr", "refocus_psnr", "nothing_psnr", "renderer_gt_psnr", "analysis_s"):
+    for name in ("spearman", "affine_l1_px", "aif_psnr", "input_psnr", "refocus_psnr", "nothing_psnr", "renderer_gt_psnr", "deconvolution_gt_psnr", "analysis_s"):
         assert f"classical_synthetic_{name}: " in out
     assert "classical_dpdd_aif_psnr: " in out and "classical_dpdd_input_psnr: " in out
     import json
@@ -249,6 +249,8 @@ def test_evaluate_reports_every_figure_on_scenes_and_a_dpdd_folder(tmp_path, cap
     report = json.loads(json_path.read_text())
     assert report["classical"]["dpdd"]["pairs"][0]["pair"] == "a"
     assert 0 <= report["classical"]["synthetic"]["spearman"] <= 1
+    synthetic = report["classical"]["synthetic"]
+    assert synthetic["deconvolution_gt_psnr"] > synthetic["input_psnr"] + 1  # the deconvolver alone, given the true map
 
 
 def test_blur_by_radius_matches_a_direct_blur_and_leaves_other_pixels_alone(rng):

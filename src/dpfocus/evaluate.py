@@ -16,12 +16,12 @@ import numpy as np
 
 from .analysis import Analysis, analyze
 from .analysis import backends as available_backends
-from .classical import kernel_bank
+from .classical import deconvolve_aif, kernel_bank
 from .io import DPPair, list_pairs, load_pair
 from .refocus import focus_disparity, render_refocus
 from .scenes import SceneConfig, generate_scene
 
-__all__ = ["HELD_OUT_SEED", "ground_truth_analysis", "psnr", "ssim", "affine_l1", "spearman", "evaluate", "format_report"]
+__all__ = ["HELD_OUT_SEED", "ground_truth_analysis", "deconvolution_bound", "psnr", "ssim", "affine_l1", "spearman", "evaluate", "format_report"]
 
 HELD_OUT_SEED = 900_000  # benchmark scenes use seeds HELD_OUT_SEED + i; training and tuning never do
 MIN_OBJECT_PIXELS = 400
@@ -70,6 +70,7 @@ def _scene_rows(backend: str, n_scenes: int, size: tuple[int, int]) -> list[dict
             "aif_ssim": ssim(analysis.aif, scene.aif),
             "input_psnr": psnr(scene.combined, scene.aif),
             "input_ssim": ssim(scene.combined, scene.aif),
+            "deconvolution_gt_psnr": psnr(deconvolution_bound(scene), scene.aif),
             "analysis_s": seconds,
         }
         refocus, nothing, renderer, refocus_ssim, nothing_ssim, own = [], [], [], [], [], []
@@ -118,6 +119,13 @@ def ground_truth_analysis(scene) -> Analysis:
         coc_per_disparity=scene.coc_per_disparity,
         backend="ground truth",
     )
+
+
+def deconvolution_bound(scene) -> np.ndarray:
+    """The classical deconvolution given the scene's true CoC map and PSF (checks the deconvolver
+    alone: how far a perfect map would take the all-in-focus image)."""
+    truth = ground_truth_analysis(scene)
+    return deconvolve_aif(scene.left, scene.right, scene.coc.astype(np.float32), truth.kernel_cocs, truth.kernels_left, truth.kernels_right)
 
 
 def _dpdd_rows(backend: str, folder: str | Path) -> list[dict]:
