@@ -45,6 +45,9 @@ def test_analysis_dock_adds_layers_and_rerun_updates_in_place(analysed):
         assert names.count(f"garden {suffix}") == 1
     lo, hi = viewer.layers["garden disparity"].contrast_limits
     assert lo == pytest.approx(-hi)
+    assert all(viewer.layers[f"garden {suffix}"].colorbar.visible for suffix in ("disparity", "CoC", "confidence"))
+    assert not viewer.layers["garden all-in-focus"].colorbar.visible
+    viewer.layers["garden disparity"].colorbar.visible = False  # the user hides a legend: a re-run keeps it hidden
     viewer.layers["garden CoC"].name = "my CoC"  # the user renames one of ours
     mine = viewer.add_image(np.zeros((4, 4)), name="garden confidence notes")
     before = len(viewer.layers)
@@ -52,6 +55,7 @@ def test_analysis_dock_adds_layers_and_rerun_updates_in_place(analysed):
     assert len(viewer.layers) == before + 1  # only the renamed CoC comes back under its own name
     assert "cached" in dock.status.text()
     assert viewer.layers["my CoC"].name == "my CoC" and np.all(mine.data == 0)
+    assert not viewer.layers["garden disparity"].colorbar.visible
 
 
 def test_analysis_dock_runs_in_a_worker_with_progress(make_napari_viewer, qtbot):

@@ -77,6 +77,10 @@ def _guarded(widget: QWidget):
     return alive
 
 
+#: analysis maps shown with a colour bar (ticks follow the contrast limits) when first added
+LEGEND_KINDS = ("disparity", "coc", "confidence")
+
+
 def upsert_layer(viewer, data: Any, kwargs: dict, kind: str, pair_id: str | None):
     """Update our own layer of that name in place, or add it. Layers the user made are never touched."""
     name = kwargs["name"]
@@ -351,7 +355,10 @@ class AnalysisWidget(QWidget):
     def _show(self, analysis: Analysis, name: str, pair_id: str) -> None:
         self.last_analysis = analysis
         for data, kwargs, kind in analysis_layer_data(analysis, name):
-            upsert_layer(self.viewer, data, kwargs, kind, pair_id)
+            before = {id(layer) for layer in self.viewer.layers}
+            layer = upsert_layer(self.viewer, data, kwargs, kind, pair_id)
+            if id(layer) not in before and kwargs["metadata"]["dpfocus"]["kind"] in LEGEND_KINDS:
+                layer.colorbar.visible = True  # a new map gets its value legend; a re-run keeps the user's choice
         EVENTS.analysis_ready.emit(analysis)
 
 
