@@ -62,6 +62,7 @@ def _scene_rows(backend: str, n_scenes: int, size: tuple[int, int]) -> list[dict
         t = time.perf_counter()
         analysis = analyze(pair, backend=backend)
         seconds = time.perf_counter() - t
+        truth_analysis = ground_truth_analysis(scene)
         row = {
             "scene": i,
             "spearman": spearman(analysis.disparity, scene.disparity),
@@ -70,11 +71,10 @@ def _scene_rows(backend: str, n_scenes: int, size: tuple[int, int]) -> list[dict
             "aif_ssim": ssim(analysis.aif, scene.aif),
             "input_psnr": psnr(scene.combined, scene.aif),
             "input_ssim": ssim(scene.combined, scene.aif),
-            "deconvolution_gt_psnr": psnr(deconvolution_bound(scene), scene.aif),
+            "deconvolution_gt_psnr": psnr(deconvolution_bound(truth_analysis, scene), scene.aif),
             "analysis_s": seconds,
         }
         refocus, nothing, renderer, refocus_ssim, nothing_ssim, own = [], [], [], [], [], []
-        truth_analysis = ground_truth_analysis(scene)
         for obj in scene.objects:
             mask = scene.labels == obj["label"]
             if mask.sum() < MIN_OBJECT_PIXELS:
@@ -121,11 +121,11 @@ def ground_truth_analysis(scene) -> Analysis:
     )
 
 
-def deconvolution_bound(scene) -> np.ndarray:
-    """The classical deconvolution given the scene's true CoC map and PSF (checks the deconvolver
-    alone: how far a perfect map would take the all-in-focus image)."""
-    truth = ground_truth_analysis(scene)
-    return deconvolve_aif(scene.left, scene.right, scene.coc.astype(np.float32), truth.kernel_cocs, truth.kernels_left, truth.kernels_right)
+def deconvolution_bound(truth: Analysis, scene) -> np.ndarray:
+    """The classical deconvolution of the scene's views given its true CoC map and PSF bank
+    (``truth`` from :func:`ground_truth_analysis`; checks the deconvolver alone: how far a perfect
+    map would take the all-in-focus image)."""
+    return deconvolve_aif(scene.left, scene.right, truth.coc.astype(np.float32), truth.kernel_cocs, truth.kernels_left, truth.kernels_right)
 
 
 def _dpdd_rows(backend: str, folder: str | Path) -> list[dict]:

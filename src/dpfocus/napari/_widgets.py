@@ -354,8 +354,8 @@ class AnalysisWidget(QWidget):
 
     def _show(self, analysis: Analysis, name: str, pair_id: str) -> None:
         self.last_analysis = analysis
+        before = {id(layer) for layer in self.viewer.layers}
         for data, kwargs, kind in analysis_layer_data(analysis, name):
-            before = {id(layer) for layer in self.viewer.layers}
             layer = upsert_layer(self.viewer, data, kwargs, kind, pair_id)
             if id(layer) not in before and kwargs["metadata"]["dpfocus"]["kind"] in LEGEND_KINDS:
                 layer.colorbar.visible = True  # a new map gets its value legend; a re-run keeps the user's choice
