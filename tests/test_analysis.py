@@ -231,6 +231,19 @@ def test_cli_never_overwrites_an_input_and_rejects_missing_pairs(tmp_path, rng, 
     assert "unknown backend" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("backend", ["classical", "network"])
+def test_a_pair_too_small_to_analyse_is_refused_with_its_size(tmp_path, rng, capsys, backend):
+    views = rng.random((12, 40, 3)).astype(np.float32)
+    save_image(tmp_path / "tiny_L.png", views, 8)
+    save_image(tmp_path / "tiny_R.png", views, 8)
+    assert cli_main(["analyze", str(tmp_path / "tiny_L.png"), "-o", str(tmp_path / "o"), "--backend", backend]) == 2
+    err = capsys.readouterr().err
+    assert "tiny_L.png: the pair is 40x12 px" in err and "at least 16 px" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="too small"):
+        analyze(DPPair.from_arrays(views[:, :15], views[:, :15], name="strip"), backend=backend)
+
+
 def test_evaluate_reports_every_figure_on_scenes_and_a_dpdd_folder(tmp_path, capsys):
     scene = generate_scene(8, SceneConfig(height=96, width=144, with_refocus=False))
     root = tmp_path / "dpdd"

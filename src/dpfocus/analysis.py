@@ -173,11 +173,22 @@ def _network_backend(pair: DPPair, **options) -> Analysis:
     return network_backend(pair, **options)
 
 
+#: px: the shortest side a pair may have (the classical cost window alone is 19 px across)
+MIN_ANALYSIS_SIDE = 16
+
+
 def analyze(pair: DPPair, backend: str = "classical", **options) -> Analysis:
     """Analyse a DP pair with a registered backend (see :func:`backends`)."""
     _load_builtin_backends()
     if backend not in _BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(sorted(_BACKENDS))}")
+    h, w = pair.shape[:2]
+    if min(h, w) < MIN_ANALYSIS_SIDE:
+        where = pair.left_path or pair.name
+        raise BackendError(
+            f"{where}: the pair is {w}x{h} px, too small to analyse; DP analysis needs at least "
+            f"{MIN_ANALYSIS_SIDE} px on each side (use the uncropped views)"
+        )
     t0 = time.perf_counter()
     result = _BACKENDS[backend](pair, **options)
     if result.photo is None:
@@ -199,7 +210,7 @@ def analyze(pair: DPPair, backend: str = "classical", **options) -> Analysis:
 
 
 class BackendError(ValueError):
-    """A backend that cannot run as asked (missing or corrupt weights); one actionable line."""
+    """A backend that cannot run as asked (missing or corrupt weights, a pair too small); one actionable line."""
 
 
 class AnalysisCancelled(Exception):
