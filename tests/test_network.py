@@ -83,6 +83,24 @@ def test_mirrored_training_crops_keep_the_disparity_sign():
     assert all(d > 0 and est > 1 for d, est in shifts)  # mirrored or not, the right view sits at +d
 
 
+def test_overexposed_training_crops_clip_each_view_and_keep_the_geometry():
+    from dpfocus.nn.data import _overexpose
+
+    s = render_training_scene(100_004, 96, 128)
+    item = {k: s[k].astype(np.float32).copy() for k in ("left", "right", "aif", "combined", "disparity")}
+    before = {k: v.copy() for k, v in item.items()}
+    _overexpose(item, 4.0)
+    assert (item["left"] >= 1.0 - 1e-6).mean() > 0.05 and item["left"].mean() > before["left"].mean()
+    assert max(item[k].max() for k in ("left", "right", "aif", "combined")) <= 1.0
+    np.testing.assert_array_equal(item["disparity"], before["disparity"])
+    lin = lambda x: np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)  # noqa: E731
+    np.testing.assert_allclose(lin(item["combined"]), (lin(item["left"]) + lin(item["right"])) / 2, atol=1e-4)  # mean of clipped views
+    sampler = SceneSampler(None, seed=1, crop=64, highlight_clip=1.0)
+    sampler.data = {k: (np.round(v * 65535).astype(np.uint16) if k in ("left", "right", "aif", "combined") else np.asarray(v))[None]
+                    for k, v in s.items() if k != "grey"}
+    assert all(sampler.batch(1).left.max() > s["left"].max() for _ in range(3))  # brightened 1.5-4x
+
+
 def test_shards_hold_the_rendered_scenes_in_order(tmp_path):
     paths = make_shards(tmp_path, 10, 5, per_shard=2, height=48, width=64, log=lambda m: None)
     assert [p.name for p in paths] == ["scenes_0000010.npz", "scenes_0000012.npz", "scenes_0000014.npz"]

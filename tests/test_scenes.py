@@ -48,6 +48,19 @@ def test_grey_scene_and_8_bit():
     np.testing.assert_allclose(s.left * 255, np.round(s.left * 255), atol=1e-3)
 
 
+def test_featureless_surfaces_carry_only_shading_and_sensor_noise():
+    # a backdrop alone, noise-free: with every surface featureless, its sharp image is one colour
+    # with gentle shading; with the default (0), the same seed keeps its texture
+    quiet = dict(height=96, width=128, n_objects=(0, 0), ground_probability=0.0, noise_shot=(1e-9, 1e-9), noise_read=(1e-12, 1e-12), with_refocus=False)
+    plain = generate_scene(4, SceneConfig(**quiet, featureless_probability=1.0))
+    textured = generate_scene(4, SceneConfig(**quiet))
+    fine = lambda img: float(np.abs(np.diff(img, axis=1)).max())  # noqa: E731
+    assert fine(plain.aif) < 0.01 and fine(plain.left) < 0.01
+    assert fine(textured.aif) > 0.05
+    with pytest.raises(ValueError, match="featureless_probability"):
+        SceneConfig(featureless_probability=1.5)
+
+
 def test_bad_config():
     with pytest.raises(ValueError, match="focus"):
         SceneConfig(focus="sideways")

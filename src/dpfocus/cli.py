@@ -261,7 +261,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.make_shards is not None:
         first, count = args.make_shards
-        make_shards(args.output, first, count)
+        if not 0.0 <= args.featureless <= 1.0:
+            raise UsageError(f"--featureless {args.featureless}: give a chance between 0 and 1")
+        make_shards(args.output, first, count, featureless=args.featureless)
         return 0
     config_path = Path(args.config)
     if not config_path.is_file():
@@ -383,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the run folder")
     p.add_argument("--init", help="start from this weights file (fine-tune), e.g. the shipped one")
     p.add_argument("--make-shards", type=int, nargs=2, metavar=("FIRST", "COUNT"), help="render COUNT training scenes into -o and stop")
+    p.add_argument("--featureless", type=float, default=0.0, metavar="P",
+                   help="with --make-shards: each surface's chance of being featureless (sky, plain wall, blown highlight)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="benchmark backends on held-out synthetic scenes (and DPDD folders)")

@@ -45,12 +45,18 @@ class SceneConfig:
     with_refocus: bool = True
     relief: tuple[float, float] = (0.0, 0.06)  # tilt / bulge of backdrop and objects, in inverse depth
     micro_texture: tuple[float, float] = (0.05, 0.4)  # contrast of the 1/f grain every surface carries
+    #: chance that a surface is featureless (clear sky, a plain wall, a blown highlight): one colour and
+    #: gentle shading, no grain, so only the sensor noise is left on it. 0 (the default, and what the
+    #: benchmark and the samples use) draws no extra random numbers, so their scenes do not change
+    featureless_probability: float = 0.0
 
     def __post_init__(self) -> None:
         if self.focus is not None and self.focus not in FOCUS_PLACEMENTS:
             raise ValueError(f"focus must be one of {FOCUS_PLACEMENTS} or None, got {self.focus!r}")
         if self.bit_depth not in (8, 16):
             raise ValueError("bit_depth must be 8 or 16")
+        if not 0.0 <= self.featureless_probability <= 1.0:
+            raise ValueError(f"featureless_probability must be in [0, 1], got {self.featureless_probability}")
 
 
 @dataclass
@@ -158,6 +164,18 @@ def _texture(rng: np.random.Generator, h: int, w: int, grain: float = 0.0) -> np
         g = _fractal_noise(rng, h, w, float(rng.uniform(1.6, 2.4)))
         tex = np.clip(tex * (1.0 + grain * (2.0 * g[..., None] - 1.0)), 0, 1)
     return tex.astype(np.float32)
+
+
+def _featureless_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """One colour with gentle shading (up to 15 % across the frame) in a random direction; a quarter
+    of them pure white, as an overexposed sky or lamp is."""
+    if rng.uniform() < 0.25:
+        return np.ones((h, w, 3), np.float32)
+    colour = rng.uniform(0.05, 0.95, 3).astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    ramp = (np.cos(angle) * (xx / w - 0.5) + np.sin(angle) * (yy / h - 0.5)) * np.float32(rng.uniform(0.0, 0.15))
+    return np.clip(colour[None, None, :] * (1.0 + ramp[..., None]), 0, 1).astype(np.float32)
 
 
 def _base_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -301,6 +319,11 @@ def generate_scene(seed: int | np.random.Generator = 0, config: SceneConfig | No
     def grain() -> float:
         return float(rng.uniform(*cfg.micro_texture))
 
+    def surface_texture() -> np.ndarray:
+        if cfg.featureless_probability > 0 and rng.uniform() < cfg.featureless_probability:
+            return _featureless_texture(rng, h, w)
+        return _texture(rng, h, w, grain())
+
     def tilt(amplitude: float) -> np.ndarray:
         """A plane through 0 at the frame centre whose values span about ``amplitude``."""
         angle = rng.uniform(0, 2 * np.pi)
@@ -309,7 +332,7 @@ def generate_scene(seed: int | np.random.Generator = 0, config: SceneConfig | No
     q_back = float(rng.uniform(0.02, 0.15))
     back_map = np.maximum(q_back + tilt(float(rng.uniform(*cfg.relief))), 0.005).astype(np.float32)
     surfaces: list[tuple[np.ndarray, np.ndarray, np.ndarray | float]] = []  # (colour, alpha, q)
-    surfaces.append((_texture(rng, h, w, grain()), np.ones((h, w), np.float32), back_map))
+    surfaces.append((surface_texture(), np.ones((h, w), np.float32), back_map))
     if rng.uniform() < cfg.ground_probability:
         horizon = int(h * rng.uniform(0.35, 0.7))
         rows = np.arange(h, dtype=np.float32)
@@ -317,7 +340,7 @@ def generate_scene(seed: int | np.random.Generator = 0, config: SceneConfig | No
         q_near = rng.uniform(0.6, 1.0)
         q_ground = (q_back + (q_near - q_back) * t)[:, None] * np.ones((1, w), np.float32)
         ground_alpha = np.clip(rows - horizon + 0.5, 0, 1)[:, None] * np.ones((1, w), np.float32)
-        surfaces.append((_texture(rng, h, w, grain()), ground_alpha.astype(np.float32), q_ground.astype(np.float32)))
+        surfaces.append((surface_texture(), ground_alpha.astype(np.float32), q_ground.astype(np.float32)))
     objects = []
     n_obj = int(rng.integers(cfg.n_objects[0], cfg.n_objects[1] + 1))
     for i in range(n_obj):
@@ -334,7 +357,7 @@ def generate_scene(seed: int | np.random.Generator = 0, config: SceneConfig | No
         bulge = float(rng.uniform(*cfg.relief)) * np.clip(1.0 - rho2, 0, 1)
         q_map = (q + tilt(float(rng.uniform(*cfg.relief))) + bulge).astype(np.float32)
         q_map -= float(q_map[alpha > 0.5].mean() - q) if (alpha > 0.5).any() else 0.0  # mean stays q
-        surfaces.append((_texture(rng, h, w, grain()), alpha, q_map))
+        surfaces.append((surface_texture(), alpha, q_map))
         objects.append({"label": i + 1, "inverse_depth": q, "box": [x0, y0, x0 + ow, y0 + oh]})
     if grey:
         surfaces = [(np.repeat(c.mean(axis=2, keepdims=True), 3, axis=2), a, q) for c, a, q in surfaces]

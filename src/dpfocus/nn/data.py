@@ -21,8 +21,9 @@ __all__ = ["TRAIN_SEED_OFFSET", "training_config", "render_training_scene", "mak
 TRAIN_SEED_OFFSET = 100_000  # training seeds: TRAIN_SEED_OFFSET + i, far from samples and the benchmark
 
 
-def training_config(rng: np.random.Generator, height: int, width: int, max_coc: float = 25.0) -> SceneConfig:
-    """One scene's randomised generator settings."""
+def training_config(rng: np.random.Generator, height: int, width: int, max_coc: float = 25.0, featureless: float = 0.0) -> SceneConfig:
+    """One scene's randomised generator settings (``featureless``: each surface's chance of being
+    featureless, see :class:`SceneConfig`)."""
     top = float(rng.uniform(2.0, max_coc))
     return SceneConfig(
         height=height,
@@ -34,15 +35,16 @@ def training_config(rng: np.random.Generator, height: int, width: int, max_coc: 
         vignetting=(0.0, 0.2),
         bit_depth=int(rng.choice([8, 16])),
         with_refocus=False,
+        featureless_probability=featureless,
     )
 
 
-def render_training_scene(seed: int, height: int = 192, width: int = 256, max_coc: float = 25.0) -> dict:
+def render_training_scene(seed: int, height: int = 192, width: int = 256, max_coc: float = 25.0, featureless: float = 0.0) -> dict:
     """One training scene as arrays: left, right, aif (H x W x 3; grey repeated), disparity, coc, J."""
     if HELD_OUT_SEED <= seed < HELD_OUT_SEED + 100_000:
         raise ValueError(f"seed {seed} is a benchmark seed; training never uses {HELD_OUT_SEED}+")
     rng = np.random.default_rng(seed + 7)
-    scene = generate_scene(seed, training_config(rng, height, width, max_coc))
+    scene = generate_scene(seed, training_config(rng, height, width, max_coc, featureless))
 
     def rgb(img: np.ndarray) -> np.ndarray:
         return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
@@ -59,8 +61,10 @@ def render_training_scene(seed: int, height: int = 192, width: int = 256, max_co
     }
 
 
-def make_shards(out_dir: str | Path, first: int, count: int, per_shard: int = 200, height: int = 192, width: int = 256, log=print) -> list[Path]:
-    """Render ``count`` training scenes (seeds ``TRAIN_SEED_OFFSET + first + i``) into npz shards."""
+def make_shards(out_dir: str | Path, first: int, count: int, per_shard: int = 200, height: int = 192, width: int = 256,
+                featureless: float = 0.0, log=print) -> list[Path]:
+    """Render ``count`` training scenes (seeds ``TRAIN_SEED_OFFSET + first + i``) into npz shards;
+    ``featureless`` is each surface's chance of being featureless (sky, plain walls, highlights)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -69,7 +73,8 @@ def make_shards(out_dir: str | Path, first: int, count: int, per_shard: int = 20
         if path.exists():
             written.append(path)
             continue
-        scenes = [render_training_scene(TRAIN_SEED_OFFSET + s, height, width) for s in range(start, min(start + per_shard, first + count))]
+        scenes = [render_training_scene(TRAIN_SEED_OFFSET + s, height, width, featureless=featureless)
+                  for s in range(start, min(start + per_shard, first + count))]
         arrays = {key: np.stack([s[key] for s in scenes]) for key in ("left", "right", "aif", "combined")}
         arrays = {k: np.round(v * 65535).astype(np.uint16) for k, v in arrays.items()}
         tmp = path.with_suffix(".tmp.npz")
@@ -112,6 +117,18 @@ def _load_shards(shards: list[Path]) -> dict[str, np.ndarray]:
     return data
 
 
+def _overexpose(item: dict[str, np.ndarray], gain: float) -> None:
+    """Brighten a crop by ``gain`` in linear light and clip, as a sensor saturates: each view's
+    photodiodes clip on their own, the photo is the mean of the clipped views, and the sharp target
+    clips where the scene itself is too bright. Disparity and CoC stay what they were."""
+    from ..optics import linear_to_srgb, srgb_to_linear
+
+    views = {k: np.minimum(srgb_to_linear(item[k]) * np.float32(gain), 1.0) for k in ("left", "right", "aif")}
+    views["combined"] = 0.5 * (views["left"] + views["right"])
+    for k, v in views.items():
+        item[k] = linear_to_srgb(v).astype(np.float32)
+
+
 class SceneSampler:
     """Random crops (with flips that keep DP geometry) from shards, or from scenes rendered now.
 
@@ -119,9 +136,11 @@ class SceneSampler:
     ``B_R(x) = B_L(x - d)`` holds with the same signed disparity and CoC. A vertical flip is free.
     """
 
-    def __init__(self, shards: list[Path] | None, seed: int = 0, crop: int = 128, scene_size: tuple[int, int] = (192, 256)) -> None:
+    def __init__(self, shards: list[Path] | None, seed: int = 0, crop: int = 128, scene_size: tuple[int, int] = (192, 256),
+                 highlight_clip: float = 0.0) -> None:
         self.rng = np.random.default_rng(seed)
         self.crop = crop
+        self.highlight_clip = highlight_clip
         self.scene_size = scene_size
         self.data = None
         self._next_seed = 5_000_000 + seed * 100_000  # on-the-fly scenes never overlap the shards
@@ -150,6 +169,8 @@ class SceneSampler:
             item = {k: s[k][sl].astype(np.float32) for k in ("left", "right", "aif", "combined", "disparity", "coc")}
             for k in ("left", "right", "aif", "combined"):
                 item[k] /= 65535.0
+            if self.highlight_clip > 0 and self.rng.uniform() < self.highlight_clip:
+                _overexpose(item, float(self.rng.uniform(1.5, 4.0)))
             if self.rng.uniform() < 0.5:  # mirror + swap views: same signed disparity and CoC
                 item = {k: v[:, ::-1] for k, v in item.items()}
                 item["left"], item["right"] = item["right"], item["left"]

@@ -42,6 +42,7 @@ class TrainConfig:
     threads: int = 2
     net: dict = field(default_factory=dict)  # NetConfig fields
     init: str | None = None  # weights file to start from (a fine-tune); its network config replaces `net`
+    highlight_clip: float = 0.0  # chance a crop is overexposed (brightened 1.5-4x in linear light and clipped)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
@@ -103,7 +104,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
         np_state = state["sampler_rng"]
         log(f"resumed at step {step}")
     shards = sorted(Path(cfg.shards).glob("scenes_*.npz")) if cfg.shards else None
-    sampler = SceneSampler(shards, seed=cfg.seed, crop=cfg.crop)
+    sampler = SceneSampler(shards, seed=cfg.seed, crop=cfg.crop, highlight_clip=cfg.highlight_clip)
     if step:
         sampler.rng.bit_generator.state = np_state
     new_log = not (out / "log.csv").exists() or step == 0
