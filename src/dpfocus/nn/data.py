@@ -2,8 +2,10 @@
 
 Scenes are randomised widely so the network transfers: PSF shape (split softness, rim, fall-off),
 blur from phone-small to DSLR-large (|CoC| up to 25 px), noise, left/right gain ramps, grey and RGB,
-8 and 16 bit. :func:`make_shards` renders scenes into ``.npz`` shards (uint16 images) so training
-can reuse them; :class:`SceneSampler` draws random crops from shards or renders on the fly.
+8 and 16 bit, and optionally featureless surfaces (sky, plain walls, blown highlights) and
+overexposed crops, which real photos have and the generator's grainy surfaces do not.
+:func:`make_shards` renders scenes into ``.npz`` shards (uint16 images) so training can reuse them;
+:class:`SceneSampler` draws random crops from shards or renders on the fly.
 """
 
 from __future__ import annotations
