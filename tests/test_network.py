@@ -7,6 +7,7 @@ import torch
 from dpfocus.analysis import analyze, backends
 from dpfocus.cli import main
 from dpfocus.evaluate import psnr, spearman
+from dpfocus.io import DPPair
 from dpfocus.nn.backend import WEIGHTS_PATH, NetworkWeightsError, load_network, network_refocus, run_network
 from dpfocus.nn.data import SceneSampler, make_shards, render_training_scene
 from dpfocus.nn.model import DPKernelNet, NetConfig
@@ -195,6 +196,26 @@ def test_shipped_weights_load_and_beat_the_input_on_a_bundled_sample():
     top = analysis.kernel_weights(100, 100)
     assert top[0][0] == analysis.kernel_index[100, 100] and sum(w for _, w in top) == pytest.approx(1.0)
     assert np.all(np.diff(analysis.kernel_cocs) > 0)
+
+
+@shipped
+@pytest.mark.parametrize("noise", [0.0, 0.01])
+def test_a_featureless_sky_takes_its_depth_from_the_scene_around_it(noise):
+    # the garden sample's top third replaced by one flat colour in both views (an overexposed or
+    # clear sky): no DP evidence there, so its disparity must stay within what the rest of the
+    # scene spans (weights trained on grainy surfaces only put it at 14-16 px, the scene spanning
+    # -5.7 .. 2.6 px)
+    pair = load_sample("garden")
+    left, right = pair.left.copy(), pair.right.copy()
+    h = left.shape[0] // 3
+    rng = np.random.default_rng(0)
+    left[:h] = np.clip(1.0 - 0.3 * (noise > 0) + noise * rng.standard_normal(left[:h].shape), 0, 1)
+    right[:h] = np.clip(1.0 - 0.3 * (noise > 0) + noise * rng.standard_normal(right[:h].shape), 0, 1)
+    analysis = analyze(DPPair.from_arrays(left, right, name="sky"), backend="network")
+    lo, hi = np.percentile(analysis.disparity[h + 20 :], [1, 99])
+    sky = analysis.disparity[: h - 20]
+    assert lo - 1.0 < float(np.median(sky)) < hi + 1.0
+    assert ((sky < lo - 1.0) | (sky > hi + 1.0)).mean() < 0.1
 
 
 @shipped
