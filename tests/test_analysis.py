@@ -264,6 +264,14 @@ def test_evaluate_reports_every_figure_on_scenes_and_a_dpdd_folder(tmp_path, cap
     assert 0 <= report["classical"]["synthetic"]["spearman"] <= 1
     synthetic = report["classical"]["synthetic"]
     assert synthetic["deconvolution_gt_psnr"] > synthetic["input_psnr"] + 1  # the deconvolver alone, given the true map
+    assert 0 <= synthetic["disparity_over_2px"] <= 1
+
+
+def test_evaluate_draws_featureless_scenes_on_request(capsys):
+    assert cli_main(["evaluate", "--scenes", "1", "--size", "96", "144", "--backend", "classical", "--featureless", "1"]) == 0
+    assert "classical_synthetic_spearman: " in capsys.readouterr().out
+    assert cli_main(["evaluate", "--scenes", "1", "--featureless", "1.5"]) == 2
+    assert "--featureless 1.5" in capsys.readouterr().err
 
 
 def test_blur_by_radius_matches_a_direct_blur_and_leaves_other_pixels_alone(rng):

@@ -291,7 +291,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_report
 
-    report = evaluate(backends=args.backend, n_scenes=args.scenes, dpdd=args.dpdd, size=tuple(args.size))
+    if not 0.0 <= args.featureless <= 1.0:
+        raise UsageError(f"--featureless {args.featureless}: give a chance between 0 and 1")
+    report = evaluate(backends=args.backend, n_scenes=args.scenes, dpdd=args.dpdd, size=tuple(args.size), featureless=args.featureless)
     text = format_report(report)
     print(text)
     if args.json:
@@ -394,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenes", type=int, default=8, help="number of held-out synthetic scenes")
     p.add_argument("--size", type=int, nargs=2, default=[384, 576], metavar=("H", "W"))
     p.add_argument("--dpdd", help="a DPDD-layout folder with test_c/target, evaluated too")
+    p.add_argument("--featureless", type=float, default=0.0, metavar="P",
+                   help="draw the scenes with featureless surfaces (each one a flat colour with chance P)")
     p.add_argument("--json", help="also write the report as JSON")
     p.set_defaults(func=_cmd_evaluate)
 

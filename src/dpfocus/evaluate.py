@@ -53,10 +53,10 @@ def affine_l1(estimate: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(np.abs(a * x + b - y)))
 
 
-def _scene_rows(backend: str, n_scenes: int, size: tuple[int, int]) -> list[dict]:
+def _scene_rows(backend: str, n_scenes: int, size: tuple[int, int], featureless: float = 0.0) -> list[dict]:
     rows = []
     for i in range(n_scenes):
-        scene = generate_scene(HELD_OUT_SEED + i, SceneConfig(height=size[0], width=size[1]))
+        scene = generate_scene(HELD_OUT_SEED + i, SceneConfig(height=size[0], width=size[1], featureless_probability=featureless))
         pair = DPPair.from_arrays(scene.left, scene.right, name=f"scene{i}")
         pair.combined = scene.combined
         t = time.perf_counter()
@@ -67,6 +67,7 @@ def _scene_rows(backend: str, n_scenes: int, size: tuple[int, int]) -> list[dict
             "scene": i,
             "spearman": spearman(analysis.disparity, scene.disparity),
             "affine_l1_px": affine_l1(analysis.disparity, scene.disparity),
+            "disparity_over_2px": float((np.abs(analysis.disparity - scene.disparity) > 2.0).mean()),
             "aif_psnr": psnr(analysis.aif, scene.aif),
             "aif_ssim": ssim(analysis.aif, scene.aif),
             "input_psnr": psnr(scene.combined, scene.aif),
@@ -160,11 +161,16 @@ def evaluate(
     n_scenes: int = 8,
     dpdd: str | Path | None = None,
     size: tuple[int, int] = (384, 576),
+    featureless: float = 0.0,
 ) -> dict:
-    """Run the benchmark; returns ``{backend: {"synthetic": means, "scenes": rows, "dpdd": ...}}``."""
+    """Run the benchmark; returns ``{backend: {"synthetic": means, "scenes": rows, "dpdd": ...}}``.
+
+    ``featureless`` > 0 draws the same held-out seeds with featureless surfaces (each surface one flat
+    colour with that chance: sky, plain walls, blown highlights), a different set of scenes.
+    """
     report = {}
     for backend in backends or available_backends():
-        rows = _scene_rows(backend, n_scenes, size)
+        rows = _scene_rows(backend, n_scenes, size, featureless)
         entry = {"synthetic": _mean(rows), "scenes": rows}
         if dpdd:
             drows = _dpdd_rows(backend, dpdd)
@@ -175,7 +181,7 @@ def evaluate(
 
 def format_report(report: dict) -> str:
     """``name: value unit`` lines, one block per backend."""
-    units = {"spearman": "", "affine_l1_px": "px", "analysis_s": "s"}
+    units = {"spearman": "", "affine_l1_px": "px", "analysis_s": "s", "disparity_over_2px": "(fraction)"}
     lines = []
     for backend, entry in report.items():
         for key, value in entry["synthetic"].items():
