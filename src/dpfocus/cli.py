@@ -250,6 +250,13 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
 BUILTIN_CONFIGS = Path(__file__).parent / "nn" / "configs"
 
 
+def _featureless_chance(args: argparse.Namespace) -> float:
+    """``--featureless P`` (train --make-shards, evaluate): a chance in [0, 1]."""
+    if not 0.0 <= args.featureless <= 1.0:
+        raise UsageError(f"--featureless {args.featureless}: give a chance between 0 and 1")
+    return args.featureless
+
+
 def _builtin_config_names() -> str:
     return ", ".join(sorted(f.stem for f in BUILTIN_CONFIGS.glob("*.json")))
 
@@ -261,9 +268,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.make_shards is not None:
         first, count = args.make_shards
-        if not 0.0 <= args.featureless <= 1.0:
-            raise UsageError(f"--featureless {args.featureless}: give a chance between 0 and 1")
-        make_shards(args.output, first, count, featureless=args.featureless)
+        make_shards(args.output, first, count, featureless=_featureless_chance(args))
         return 0
     config_path = Path(args.config)
     if not config_path.is_file():
@@ -291,9 +296,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_report
 
-    if not 0.0 <= args.featureless <= 1.0:
-        raise UsageError(f"--featureless {args.featureless}: give a chance between 0 and 1")
-    report = evaluate(backends=args.backend, n_scenes=args.scenes, dpdd=args.dpdd, size=tuple(args.size), featureless=args.featureless)
+    report = evaluate(backends=args.backend, n_scenes=args.scenes, dpdd=args.dpdd, size=tuple(args.size),
+                      featureless=_featureless_chance(args))
     text = format_report(report)
     print(text)
     if args.json:
