@@ -154,6 +154,12 @@ def test_preview_matches_full_quality(rng):
     assert psnr(cv2.resize(full, (120, 80), interpolation=cv2.INTER_AREA), img) > 25
     # strength 0 gives back the all-in-focus image
     assert psnr(preview.render(d, strength=0.0), cv2.resize(truth.aif, (120, 80), interpolation=cv2.INTER_AREA)) > 45
+    # the preview and the full render refuse the same controls
+    for bad in ({"strength": -1.0}, {"strength": float("nan")}, {"tolerance": -0.5}, {"tolerance": float("inf")}):
+        with pytest.raises(FocusError):
+            preview.render(d, **bad)
+        with pytest.raises(FocusError):
+            render_refocus(truth, d, **bad)
 
 
 def test_analysis_round_trips_through_the_cli_files(tmp_path, rng):
@@ -202,6 +208,9 @@ def test_cli_refocus_and_deblur_write_input_bit_depth(tmp_path, rng):
         (["--box", "200", "200", "300", "300"], "covers no pixel"),
         (["--text", "the cat"], "text prompts"),
         ([], "give a focus target"),
+        (["--point", "5", "5", "--strength", "nan"], "strength must be a number >= 0"),
+        (["--point", "5", "5", "--strength", "-1"], "strength must be a number >= 0"),
+        (["--point", "5", "5", "--tolerance", "-3"], "tolerance must be a number of px >= 0"),
     ],
 )
 def test_cli_refocus_bad_input_exits_2_and_writes_nothing(tmp_path, rng, capsys, extra, message):
@@ -229,6 +238,9 @@ def test_cli_never_overwrites_an_input_and_rejects_missing_pairs(tmp_path, rng, 
     assert not (tmp_path / "o").exists()
     assert cli_main(["analyze", str(tmp_path / "p_L.png"), "-o", str(tmp_path / "o"), "--backend", "magic"]) == 2
     assert "unknown backend" in capsys.readouterr().err
+    assert cli_main(["analyze", str(tmp_path / "p_L.png"), "-o", str(tmp_path / "o"), "--backend", "network", "--tile", "-5"]) == 2
+    assert "tile must be a positive number of px" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("backend", ["classical", "network"])

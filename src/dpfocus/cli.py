@@ -171,13 +171,12 @@ def _cmd_refocus(args: argparse.Namespace) -> int:
         return _cmd_refocus_record(args)
     if args.left is None:
         raise UsageError("give the DP pair to refocus (LEFT [RIGHT]), or --record record.json from an export")
-    from .refocus import RefocusPreview, focus_disparity, render_refocus
+    from .refocus import RefocusPreview, check_controls, focus_disparity, render_refocus
 
+    check_controls(args.strength, args.tolerance)
     pair = _load(args)
     out = _check_output_file(args.output, pair)
     target = _focus_mask_from_args(args, pair)
-    if args.strength < 0:
-        raise UsageError("--strength must be >= 0 (0 = all in focus, 1 = the captured aperture)")
     analysis = _analyze(pair, args)
     target = _resolve_prompt_target(target, analysis)
     d_trg = focus_disparity(analysis, **target)
@@ -338,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--white-level", type=float, help="raw white level (single-channel 16-bit data)")
         if analysis:
             p.add_argument("--backend", default="classical", help="analysis backend (default: classical)")
-            p.add_argument("--tile", type=int, default=None, help="tile size for backends that tile (network)")
+            p.add_argument("--tile", type=int, default=None, help="tile size (px) for backends that tile (network; default 768, at least 256)")
 
     p = sub.add_parser("info", help="validate a DP pair and print what was found")
     pair_args(p, analysis=False)

@@ -19,7 +19,7 @@ import numpy as np
 from .analysis import Analysis, render_psf_from_spec
 from .optics import BANK_RELATIVE_STEP, BANK_STEP, CalibratedPSF, Layer, PSFModel, bin_weights, bounding_box, coc_bin_centres, convolve_stack, grow_box, linear_to_srgb, render_layers, srgb_to_linear, trim_kernel
 
-__all__ = ["FocusError", "focus_disparity", "target_coc", "analysis_psf", "render_refocus", "blur_by_radius", "RefocusPreview", "point_mask", "box_mask"]
+__all__ = ["FocusError", "check_controls", "focus_disparity", "target_coc", "analysis_psf", "render_refocus", "blur_by_radius", "RefocusPreview", "point_mask", "box_mask"]
 
 POINT_RADIUS = 6  # px: a click selects a small disk
 #: behind pixels more than this many CoC bins nearer, the full render fills in the background (what a
@@ -88,10 +88,17 @@ def focus_disparity(
     return float(analysis.disparity[mask].mean())
 
 
+def check_controls(strength: float, tolerance: float = 0.0) -> None:
+    """FocusError unless the aperture strength and the focus tolerance are finite and >= 0."""
+    if not (np.isfinite(strength) and strength >= 0):
+        raise FocusError(f"strength must be a number >= 0 (0 = all in focus, 1 = the captured aperture), got {strength:g}")
+    if not (np.isfinite(tolerance) and tolerance >= 0):
+        raise FocusError(f"tolerance must be a number of px >= 0 (0 = only the target disparity is sharp), got {tolerance:g}")
+
+
 def target_coc(analysis: Analysis, d_trg: float, strength: float = 1.0, tolerance: float = 0.0) -> np.ndarray:
     """Signed target CoC ``strength * J * (D - d_trg)``, with a sharp band of +-tolerance (px disparity)."""
-    if strength < 0:
-        raise FocusError("strength must be >= 0 (0 = all in focus, 1 = the captured aperture)")
+    check_controls(strength, tolerance)
     delta = analysis.disparity - np.float32(d_trg)
     if tolerance > 0:
         delta = np.sign(delta) * np.maximum(np.abs(delta) - np.float32(tolerance), 0)
@@ -264,12 +271,13 @@ class RefocusPreview:
 
     def render(self, d_trg: float, strength: float = 1.0, tolerance: float = 0.0) -> np.ndarray:
         """The refocused preview (display-encoded float32, ``H/scale x W/scale``)."""
+        check_controls(strength, tolerance)
         n = self._pixels.size
         delta = np.abs(self.disparity - np.float32(d_trg))
         if tolerance > 0:
             delta = np.maximum(delta - np.float32(tolerance), 0)
         # radius -> (lower stack level, blend weight) through a table indexed by quantised radius
-        quantised = (delta.ravel() * np.float32(abs(strength) * self.analysis.coc_per_disparity / self.scale * self._lut_step))
+        quantised = (delta.ravel() * np.float32(strength * self.analysis.coc_per_disparity / self.scale * self._lut_step))
         q = np.minimum(quantised.astype(np.int32), self._lut_lo.size - 1)
         lo = np.take(self._lut_lo, q)
         t = np.take(self._lut_t, q)[:, None]

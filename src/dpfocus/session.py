@@ -13,7 +13,7 @@ import numpy as np
 
 from . import __version__
 from .analysis import Analysis
-from .refocus import FocusError, RefocusPreview, focus_disparity, render_refocus
+from .refocus import FocusError, RefocusPreview, check_controls, focus_disparity, render_refocus
 
 __all__ = ["FocusSession"]
 
@@ -48,12 +48,10 @@ class FocusSession:
         return self.d_trg
 
     def set_controls(self, strength: float | None = None, tolerance: float | None = None) -> None:
-        if strength is not None:
-            if strength < 0:
-                raise FocusError("strength must be >= 0")
-            self.strength = float(strength)
-        if tolerance is not None:
-            self.tolerance = max(float(tolerance), 0.0)
+        strength = self.strength if strength is None else float(strength)
+        tolerance = self.tolerance if tolerance is None else float(tolerance)
+        check_controls(strength, tolerance)
+        self.strength, self.tolerance = strength, tolerance
         self.generation += 1
 
     def captured_focus(self) -> None:

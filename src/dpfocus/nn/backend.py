@@ -173,6 +173,8 @@ def _rgb(img: np.ndarray) -> np.ndarray:
 
 def network_backend(pair: DPPair, progress=None, tile: int | None = None, weights: str | Path | None = None, **_ignored) -> Analysis:
     """Analyse a pair with the shipped network (see the module docstring)."""
+    if tile is not None and not (isinstance(tile, (int, np.integer)) and tile > 0):
+        raise BackendError(f"tile must be a positive number of px (got {tile}); leave it out for {DEFAULT_TILE} px tiles")
     t0 = time.perf_counter()
     net = _shipped(str(weights or WEIGHTS_PATH))
     if progress is not None:
