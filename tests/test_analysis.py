@@ -284,6 +284,11 @@ def test_evaluate_draws_featureless_scenes_on_request(capsys):
     assert "classical_synthetic_spearman: " in capsys.readouterr().out
     assert cli_main(["evaluate", "--scenes", "1", "--featureless", "1.5"]) == 2
     assert "--featureless 1.5" in capsys.readouterr().err
+    for args, message in ((["--scenes", "0"], "give at least 1 synthetic scene"), (["--scenes", "-2"], "give at least 1"),
+                          (["--size", "8", "300"], "at least 16 px on each side"), (["--backend", "bogus"], "unknown backend 'bogus'")):
+        assert cli_main(["evaluate"] + args) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_blur_by_radius_matches_a_direct_blur_and_leaves_other_pixels_alone(rng):

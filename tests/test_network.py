@@ -1,5 +1,7 @@
 """The network backend: kernel set constraints, PSF block round trip, training, shipped weights, tiling."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -120,13 +122,13 @@ def test_a_few_training_steps_lower_the_loss():
     net = DPKernelNet(TINY)
     batch = SceneSampler(None, seed=3, crop=64).batch(2)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    first = float(losses(net, batch, cfg)["total"])
+    first = float(losses(net, batch, cfg)["total"].detach())
     for _ in range(25):
         loss = losses(net, batch, cfg)["total"]
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(losses(net, batch, cfg)["total"]) < 0.8 * first
+    assert float(losses(net, batch, cfg)["total"].detach()) < 0.8 * first
 
 
 def test_cli_train_tiny_config_runs_resumes_and_exports(tmp_path, capsys):
@@ -140,6 +142,31 @@ def test_cli_train_tiny_config_runs_resumes_and_exports(tmp_path, capsys):
     net = load_network(out / "weights.pt")
     assert net.config.n_kernels == 6
     assert main(["train", "--config", "nonexistent", "-o", str(out)]) == 2
+
+
+@pytest.mark.parametrize(
+    "args,config,message",
+    [
+        ([], {"steps": "many"}, "steps must be a whole number >= 1, got 'many'"),
+        ([], {"crop": 300}, "crop must be a multiple of 4 px and at most 192"),
+        ([], {"lr": -1}, "lr must be a number > 0"),
+        ([], {"lambda_grad": float("nan")}, "lambda_grad must be a number >= 0"),
+        ([], {"highlight_clip": 2}, "highlight_clip must be a number >= 0 and <= 1"),
+        (["--steps", "-3"], {}, "steps must be a whole number >= 1, got -3"),
+        (["--make-shards", "0", "-5"], None, "give a FIRST scene >= 0 and a COUNT >= 1"),
+    ],
+)
+def test_cli_train_refuses_impossible_settings_before_writing_anything(tmp_path, capsys, args, config, message):
+    cfg_args = []
+    if config is not None:
+        path = tmp_path / "cfg.json"
+        path.write_text(json.dumps(config))
+        cfg_args = ["--config", str(path)]
+    out = tmp_path / "run"
+    assert main(["train", "-o", str(out)] + cfg_args + args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
 
 
 def test_cli_train_init_fine_tunes_the_given_weights(tmp_path):

@@ -181,7 +181,7 @@ def analyze(pair: DPPair, backend: str = "classical", **options) -> Analysis:
     """Analyse a DP pair with a registered backend (see :func:`backends`)."""
     _load_builtin_backends()
     if backend not in _BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(sorted(_BACKENDS))}")
+        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(sorted(_BACKENDS))}")
     h, w = pair.shape[:2]
     if min(h, w) < MIN_ANALYSIS_SIDE:
         where = pair.left_path or pair.name

@@ -51,10 +51,8 @@ def _check_output_file(out: str, pair: DPPair) -> Path:
 
 
 def _analyze(pair: DPPair, args: argparse.Namespace):
-    from .analysis import analyze, backends
+    from .analysis import analyze
 
-    if args.backend not in backends():
-        raise UsageError(f"unknown backend {args.backend!r}; choose one of {', '.join(backends())}")
     return analyze(pair, backend=args.backend, tile=args.tile)
 
 
@@ -267,6 +265,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.make_shards is not None:
         first, count = args.make_shards
+        if first < 0 or count < 1:
+            raise UsageError(f"--make-shards {first} {count}: give a FIRST scene >= 0 and a COUNT >= 1")
         make_shards(args.output, first, count, featureless=_featureless_chance(args))
         return 0
     config_path = Path(args.config)
@@ -285,6 +285,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.shards = args.shards
     if args.init is not None:
         cfg.init = args.init
+    try:
+        cfg.check()
+    except ValueError as exc:
+        raise UsageError(f"{exc} (config {config_path}{', with --steps' if args.steps is not None else ''})") from None
     if cfg.shards and not sorted(Path(cfg.shards).glob("scenes_*.npz")):
         raise UsageError(f"{cfg.shards}: no scenes_*.npz shards; render them with `dpfocus train --make-shards 0 2000 -o {cfg.shards}`")
     weights = train(cfg, args.output, resume=not args.restart)
@@ -293,8 +297,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .analysis import MIN_ANALYSIS_SIDE
     from .evaluate import evaluate, format_report
 
+    if args.scenes < 0 or (args.scenes == 0 and not args.dpdd):
+        raise UsageError(f"--scenes {args.scenes}: give at least 1 synthetic scene (or 0 with --dpdd FOLDER)")
+    if min(args.size) < MIN_ANALYSIS_SIDE:
+        raise UsageError(f"--size {args.size[0]} {args.size[1]}: the scenes need at least {MIN_ANALYSIS_SIDE} px on each side")
     report = evaluate(backends=args.backend, n_scenes=args.scenes, dpdd=args.dpdd, size=tuple(args.size),
                       featureless=_featureless_chance(args))
     text = format_report(report)

@@ -41,7 +41,11 @@ def training_config(rng: np.random.Generator, height: int, width: int, max_coc: 
     )
 
 
-def render_training_scene(seed: int, height: int = 192, width: int = 256, max_coc: float = 25.0, featureless: float = 0.0) -> dict:
+#: training scenes (shards and on-the-fly) are this many px high and wide; crops fit inside
+SCENE_SIZE = (192, 256)
+
+
+def render_training_scene(seed: int, height: int = SCENE_SIZE[0], width: int = SCENE_SIZE[1], max_coc: float = 25.0, featureless: float = 0.0) -> dict:
     """One training scene as arrays: left, right, aif (H x W x 3; grey repeated), disparity, coc, J."""
     if HELD_OUT_SEED <= seed < HELD_OUT_SEED + 100_000:
         raise ValueError(f"seed {seed} is a benchmark seed; training never uses {HELD_OUT_SEED}+")
@@ -63,10 +67,12 @@ def render_training_scene(seed: int, height: int = 192, width: int = 256, max_co
     }
 
 
-def make_shards(out_dir: str | Path, first: int, count: int, per_shard: int = 200, height: int = 192, width: int = 256,
+def make_shards(out_dir: str | Path, first: int, count: int, per_shard: int = 200, height: int = SCENE_SIZE[0], width: int = SCENE_SIZE[1],
                 featureless: float = 0.0, log=print) -> list[Path]:
     """Render ``count`` training scenes (seeds ``TRAIN_SEED_OFFSET + first + i``) into npz shards;
     ``featureless`` is each surface's chance of being featureless (sky, plain walls, highlights)."""
+    if first < 0 or count < 1:
+        raise ValueError(f"give a first scene >= 0 and a count >= 1 (got {first} and {count})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -138,7 +144,7 @@ class SceneSampler:
     ``B_R(x) = B_L(x - d)`` holds with the same signed disparity and CoC. A vertical flip is free.
     """
 
-    def __init__(self, shards: list[Path] | None, seed: int = 0, crop: int = 128, scene_size: tuple[int, int] = (192, 256),
+    def __init__(self, shards: list[Path] | None, seed: int = 0, crop: int = 128, scene_size: tuple[int, int] = SCENE_SIZE,
                  highlight_clip: float = 0.0) -> None:
         self.rng = np.random.default_rng(seed)
         self.crop = crop

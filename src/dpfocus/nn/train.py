@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import SceneSampler
+from .data import SCENE_SIZE, SceneSampler
 from .model import DPKernelNet, NetConfig
 
 __all__ = ["TrainConfig", "train", "export_weights", "WEIGHTS_FORMAT"]
@@ -46,7 +46,41 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        return cls(**json.loads(Path(path).read_text()))
+        cfg = cls(**json.loads(Path(path).read_text()))
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """ValueError naming the first field with a wrong type or an impossible value."""
+        def whole(name: str, least: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+
+        def number(name: str, positive: bool = False, at_most: float | None = None) -> None:
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = ok and (value > 0 if positive else value >= 0) and (at_most is None or value <= at_most)
+            if not ok:
+                bound = "> 0" if positive else ">= 0"
+                raise ValueError(f"{name} must be a number {bound}{'' if at_most is None else f' and <= {at_most:g}'}, got {value!r}")
+
+        for name, least in (("steps", 1), ("batch", 1), ("seed", 0), ("checkpoint_every", 1), ("threads", 1)):
+            whole(name, least)
+        whole("crop", 32)
+        if self.crop % 4 or self.crop > min(SCENE_SIZE):
+            raise ValueError(f"crop must be a multiple of 4 px and at most {min(SCENE_SIZE)} (the training scenes are {SCENE_SIZE[0]}x{SCENE_SIZE[1]}), got {self.crop}")
+        number("lr", positive=True)
+        for name in ("lambda_coc", "lambda_grad", "lambda_disp"):
+            number(name)
+        number("highlight_clip", at_most=1.0)
+        if not isinstance(self.reblur_loss, bool):
+            raise ValueError(f"reblur_loss must be true or false, got {self.reblur_loss!r}")
+        if not isinstance(self.net, dict):
+            raise ValueError(f"net must be an object of network settings, got {self.net!r}")
+        for name in ("shards", "init"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a path or null, got {getattr(self, name)!r}")
 
 
 def _grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,6 +108,7 @@ def losses(net: DPKernelNet, batch, cfg: TrainConfig) -> dict[str, torch.Tensor]
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print) -> Path:
     """Train (or resume) into ``out_dir``: checkpoint.pt, log.csv, config.json, weights.pt at the end."""
+    cfg.check()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     if cfg.init:
