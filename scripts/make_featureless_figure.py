@@ -28,7 +28,7 @@ def main(old_weights: str, out: str) -> None:
     fig, ax = plt.subplots(1, 3, figsize=(16, 3.9))
     ax[0].imshow(np.clip((left + right) / 2, 0, 1))
     ax[0].set_title("garden sample, top third overexposed (flat white)")
-    for a, (title, weights) in zip(ax[1:], [("stage-6 weights: disparity (px)", old_weights), ("shipped weights (stage 7): disparity (px)", WEIGHTS_PATH)]):
+    for a, (title, weights) in zip(ax[1:], [("stage-6 weights: disparity (px)", old_weights), ("shipped weights: disparity (px)", WEIGHTS_PATH)]):
         analysis = network_backend(pair, weights=weights)
         im = a.imshow(analysis.disparity, cmap="coolwarm", vmin=-16, vmax=16)
         a.set_title(title)
