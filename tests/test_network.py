@@ -11,9 +11,9 @@ from dpfocus.cli import main
 from dpfocus.evaluate import psnr, spearman
 from dpfocus.io import DPPair
 from dpfocus.nn.backend import WEIGHTS_PATH, NetworkWeightsError, load_network, network_refocus, run_network
-from dpfocus.nn.data import SceneSampler, make_shards, render_training_scene
+from dpfocus.nn.data import SceneSampler, make_shards, render_training_scene, shard_scene_size
 from dpfocus.nn.model import DPKernelNet, NetConfig
-from dpfocus.nn.train import TrainConfig, export_weights, losses
+from dpfocus.nn.train import TrainConfig, check_crop_fits, export_weights, losses
 from dpfocus.samples import load_ground_truth, load_sample
 
 TINY = NetConfig(width=16, match_width=8, n_kernels=6, kernel_size=9)
@@ -114,6 +114,15 @@ def test_shards_hold_the_rendered_scenes_in_order(tmp_path):
         assert np.array_equal(sampler.data["left"][i], np.round(scene["left"] * 65535).astype(np.uint16))
         assert np.allclose(sampler.data["disparity"][i], scene["disparity"], atol=2e-2)
     assert sampler.batch(2).left.shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="crop 64 px does not fit the 48x64 training scenes"):
+        check_crop_fits(TrainConfig(crop=64, shards=str(tmp_path)))
+    check_crop_fits(TrainConfig(crop=48, shards=str(tmp_path)))
+
+
+def test_cli_renders_shards_of_the_asked_size(tmp_path):
+    assert main(["train", "--make-shards", "3", "2", "--scene-size", "64", "96", "-o", str(tmp_path)]) == 0
+    (shard,) = sorted(tmp_path.glob("scenes_*.npz"))
+    assert shard_scene_size(shard) == (64, 96)
 
 
 def test_a_few_training_steps_lower_the_loss():
@@ -148,7 +157,9 @@ def test_cli_train_tiny_config_runs_resumes_and_exports(tmp_path, capsys):
     "args,config,message",
     [
         ([], {"steps": "many"}, "steps must be a whole number >= 1, got 'many'"),
-        ([], {"crop": 300}, "crop must be a multiple of 4 px and at most 192"),
+        ([], {"crop": 300}, "crop 300 px does not fit the 192x256 training scenes"),
+        ([], {"crop": 130}, "crop must be a multiple of 4 px"),
+        (["--make-shards", "0", "5", "--scene-size", "32", "256"], None, "at least 64 px on each side"),
         ([], {"lr": -1}, "lr must be a number > 0"),
         ([], {"lambda_grad": float("nan")}, "lambda_grad must be a number >= 0"),
         ([], {"highlight_clip": 2}, "highlight_clip must be a number >= 0 and <= 1"),

@@ -260,14 +260,17 @@ def _builtin_config_names() -> str:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train the network (or render its training shards), resumable; see dpfocus.nn.train."""
-    from .nn.data import make_shards
-    from .nn.train import TrainConfig, train
+    from .nn.data import SCENE_SIZE, make_shards
+    from .nn.train import TrainConfig, check_crop_fits, train
 
     if args.make_shards is not None:
         first, count = args.make_shards
         if first < 0 or count < 1:
             raise UsageError(f"--make-shards {first} {count}: give a FIRST scene >= 0 and a COUNT >= 1")
-        make_shards(args.output, first, count, featureless=_featureless_chance(args))
+        height, width = args.scene_size or SCENE_SIZE
+        if min(height, width) < 64:
+            raise UsageError(f"--scene-size {height} {width}: training scenes need at least 64 px on each side")
+        make_shards(args.output, first, count, height=height, width=width, featureless=_featureless_chance(args))
         return 0
     config_path = Path(args.config)
     if not config_path.is_file():
@@ -287,6 +290,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.init = args.init
     try:
         cfg.check()
+        check_crop_fits(cfg)
     except ValueError as exc:
         raise UsageError(f"{exc} (config {config_path}{', with --steps' if args.steps is not None else ''})") from None
     if cfg.shards and not sorted(Path(cfg.shards).glob("scenes_*.npz")):
@@ -399,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the run folder")
     p.add_argument("--init", help="start from this weights file (fine-tune), e.g. the shipped one")
     p.add_argument("--make-shards", type=int, nargs=2, metavar=("FIRST", "COUNT"), help="render COUNT training scenes into -o and stop")
+    p.add_argument("--scene-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="with --make-shards: the scenes' height and width in px (default 192 256)")
     p.add_argument("--featureless", type=float, default=0.0, metavar="P",
                    help="with --make-shards: each surface's chance of being featureless (sky, plain wall, blown highlight)")
     p.set_defaults(func=_cmd_train)

@@ -107,6 +107,12 @@ class Batch:
     J: np.ndarray
 
 
+def shard_scene_size(shard: Path) -> tuple[int, int]:
+    """Height and width of the scenes in a training shard."""
+    with np.load(shard) as z:
+        return tuple(int(n) for n in z["disparity"].shape[1:3])
+
+
 def _load_shards(shards: list[Path]) -> dict[str, np.ndarray]:
     """All scenes of the shards in one array per key, filled shard by shard (peak memory: the data
     plus one shard, not twice the data)."""

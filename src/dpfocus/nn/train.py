@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import SCENE_SIZE, SceneSampler
+from .data import SCENE_SIZE, SceneSampler, shard_scene_size
 from .model import DPKernelNet, NetConfig
 
 __all__ = ["TrainConfig", "train", "export_weights", "WEIGHTS_FORMAT"]
@@ -68,8 +68,8 @@ class TrainConfig:
         for name, least in (("steps", 1), ("batch", 1), ("seed", 0), ("checkpoint_every", 1), ("threads", 1)):
             whole(name, least)
         whole("crop", 32)
-        if self.crop % 4 or self.crop > min(SCENE_SIZE):
-            raise ValueError(f"crop must be a multiple of 4 px and at most {min(SCENE_SIZE)} (the training scenes are {SCENE_SIZE[0]}x{SCENE_SIZE[1]}), got {self.crop}")
+        if self.crop % 4:
+            raise ValueError(f"crop must be a multiple of 4 px, got {self.crop}")
         number("lr", positive=True)
         for name in ("lambda_coc", "lambda_grad", "lambda_disp"):
             number(name)
@@ -106,9 +106,21 @@ def losses(net: DPKernelNet, batch, cfg: TrainConfig) -> dict[str, torch.Tensor]
     return terms
 
 
+def check_crop_fits(cfg: TrainConfig) -> None:
+    """ValueError unless the config's crops fit inside its training scenes (its shards', or the
+    on-the-fly scenes' ``SCENE_SIZE``)."""
+    shards = sorted(Path(cfg.shards).glob("scenes_*.npz")) if cfg.shards else []
+    h, w = shard_scene_size(shards[0]) if shards else SCENE_SIZE
+    if cfg.crop > min(h, w):
+        where = f"the shards in {cfg.shards}" if shards else "scenes rendered on the fly"
+        raise ValueError(f"crop {cfg.crop} px does not fit the {h}x{w} training scenes ({where}); use a crop of at most "
+                         f"{min(h, w)} px, or render larger scenes with --make-shards FIRST COUNT --scene-size H W")
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print) -> Path:
     """Train (or resume) into ``out_dir``: checkpoint.pt, log.csv, config.json, weights.pt at the end."""
     cfg.check()
+    check_crop_fits(cfg)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     if cfg.init:
