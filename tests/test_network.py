@@ -13,7 +13,7 @@ from dpfocus.io import DPPair
 from dpfocus.nn.backend import WEIGHTS_PATH, NetworkWeightsError, load_network, network_refocus, run_network
 from dpfocus.nn.data import SceneSampler, make_shards, render_training_scene, shard_scene_size
 from dpfocus.nn.model import DPKernelNet, NetConfig
-from dpfocus.nn.train import TrainConfig, check_crop_fits, export_weights, losses
+from dpfocus.nn.train import TrainConfig, check_training_data, export_weights, losses
 from dpfocus.samples import load_ground_truth, load_sample
 
 TINY = NetConfig(width=16, match_width=8, n_kernels=6, kernel_size=9)
@@ -115,8 +115,10 @@ def test_shards_hold_the_rendered_scenes_in_order(tmp_path):
         assert np.allclose(sampler.data["disparity"][i], scene["disparity"], atol=2e-2)
     assert sampler.batch(2).left.shape == (2, 3, 32, 32)
     with pytest.raises(ValueError, match="crop 64 px does not fit the 48x64 training scenes"):
-        check_crop_fits(TrainConfig(crop=64, shards=str(tmp_path)))
-    check_crop_fits(TrainConfig(crop=48, shards=str(tmp_path)))
+        check_training_data(TrainConfig(crop=64, shards=str(tmp_path)))
+    check_training_data(TrainConfig(crop=48, shards=str(tmp_path)))
+    with pytest.raises(ValueError, match="no scenes_"):
+        check_training_data(TrainConfig(shards=str(tmp_path / "empty")))
 
 
 def test_cli_renders_shards_of_the_asked_size(tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 from . import __version__
 from .io import DPPair, read_image, save_image, save_map
 
-__all__ = ["render_psf_spec", "render_psf_from_spec", "Analysis", "AnalysisCancelled", "BackendError", "register_backend", "backends", "analyze", "analyze_steps", "save_analysis", "load_analysis", "ANALYSIS_FILES"]
+__all__ = ["render_psf_spec", "render_psf_from_spec", "Analysis", "AnalysisCancelled", "BackendError", "register_backend", "backends", "require_backend", "analyze", "analyze_steps", "save_analysis", "load_analysis", "ANALYSIS_FILES"]
 
 ANALYSIS_FILES = {
     "disparity": "disparity.tif",
@@ -156,6 +156,12 @@ def backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
+def require_backend(name: str) -> None:
+    """BackendError naming the registered backends unless ``name`` is one of them."""
+    if name not in backends():
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(backends())}")
+
+
 def _load_builtin_backends() -> None:
     from importlib.util import find_spec
 
@@ -179,9 +185,7 @@ MIN_ANALYSIS_SIDE = 16
 
 def analyze(pair: DPPair, backend: str = "classical", **options) -> Analysis:
     """Analyse a DP pair with a registered backend (see :func:`backends`)."""
-    _load_builtin_backends()
-    if backend not in _BACKENDS:
-        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(sorted(_BACKENDS))}")
+    require_backend(backend)
     h, w = pair.shape[:2]
     if min(h, w) < MIN_ANALYSIS_SIDE:
         where = pair.left_path or pair.name

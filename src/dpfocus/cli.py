@@ -261,7 +261,7 @@ def _builtin_config_names() -> str:
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train the network (or render its training shards), resumable; see dpfocus.nn.train."""
     from .nn.data import SCENE_SIZE, make_shards
-    from .nn.train import TrainConfig, check_crop_fits, train
+    from .nn.train import TrainConfig, check_training_data, train
 
     if args.make_shards is not None:
         first, count = args.make_shards
@@ -290,11 +290,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.init = args.init
     try:
         cfg.check()
-        check_crop_fits(cfg)
+        check_training_data(cfg)
     except ValueError as exc:
         raise UsageError(f"{exc} (config {config_path}{', with --steps' if args.steps is not None else ''})") from None
-    if cfg.shards and not sorted(Path(cfg.shards).glob("scenes_*.npz")):
-        raise UsageError(f"{cfg.shards}: no scenes_*.npz shards; render them with `dpfocus train --make-shards 0 2000 -o {cfg.shards}`")
     weights = train(cfg, args.output, resume=not args.restart)
     print(f"weights: {weights}")
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis import Analysis, BackendError, analyze
+from .analysis import Analysis, analyze, require_backend
 from .analysis import backends as available_backends
 from .classical import deconvolve_aif, kernel_bank
 from .io import DPPair, list_pairs, load_pair
@@ -168,9 +168,8 @@ def evaluate(
     ``featureless`` > 0 draws the same held-out seeds with featureless surfaces (each surface one flat
     colour with that chance: sky, plain walls, blown highlights), a different set of scenes.
     """
-    unknown = [b for b in backends or [] if b not in available_backends()]
-    if unknown:
-        raise BackendError(f"unknown backend {unknown[0]!r}; choose among {', '.join(available_backends())}")
+    for backend in backends or []:  # all of them before the first one runs
+        require_backend(backend)
     report = {}
     for backend in backends or available_backends():
         rows = _scene_rows(backend, n_scenes, size, featureless)

@@ -107,6 +107,11 @@ class Batch:
     J: np.ndarray
 
 
+def list_shards(folder: str | Path) -> list[Path]:
+    """The training shards :func:`make_shards` wrote into ``folder``, in seed order."""
+    return sorted(Path(folder).glob("scenes_*.npz"))
+
+
 def shard_scene_size(shard: Path) -> tuple[int, int]:
     """Height and width of the scenes in a training shard."""
     with np.load(shard) as z:

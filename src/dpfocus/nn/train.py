@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import SCENE_SIZE, SceneSampler, shard_scene_size
+from .data import SCENE_SIZE, SceneSampler, list_shards, shard_scene_size
 from .model import DPKernelNet, NetConfig
 
 __all__ = ["TrainConfig", "train", "export_weights", "WEIGHTS_FORMAT"]
@@ -106,21 +106,24 @@ def losses(net: DPKernelNet, batch, cfg: TrainConfig) -> dict[str, torch.Tensor]
     return terms
 
 
-def check_crop_fits(cfg: TrainConfig) -> None:
-    """ValueError unless the config's crops fit inside its training scenes (its shards', or the
-    on-the-fly scenes' ``SCENE_SIZE``)."""
-    shards = sorted(Path(cfg.shards).glob("scenes_*.npz")) if cfg.shards else []
+def check_training_data(cfg: TrainConfig) -> list[Path] | None:
+    """The config's shard files (None: scenes rendered on the fly). ValueError if its shard folder
+    holds none, or if its crops do not fit inside its scenes (the shards', or ``SCENE_SIZE``)."""
+    shards = list_shards(cfg.shards) if cfg.shards else None
+    if cfg.shards and not shards:
+        raise ValueError(f"{cfg.shards}: no scenes_*.npz shards; render them with `dpfocus train --make-shards 0 2000 -o {cfg.shards}`")
     h, w = shard_scene_size(shards[0]) if shards else SCENE_SIZE
     if cfg.crop > min(h, w):
         where = f"the shards in {cfg.shards}" if shards else "scenes rendered on the fly"
         raise ValueError(f"crop {cfg.crop} px does not fit the {h}x{w} training scenes ({where}); use a crop of at most "
                          f"{min(h, w)} px, or render larger scenes with --make-shards FIRST COUNT --scene-size H W")
+    return shards
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print) -> Path:
     """Train (or resume) into ``out_dir``: checkpoint.pt, log.csv, config.json, weights.pt at the end."""
     cfg.check()
-    check_crop_fits(cfg)
+    shards = check_training_data(cfg)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     if cfg.init:
@@ -150,7 +153,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
         step = state["step"]
         np_state = state["sampler_rng"]
         log(f"resumed at step {step}")
-    shards = sorted(Path(cfg.shards).glob("scenes_*.npz")) if cfg.shards else None
     sampler = SceneSampler(shards, seed=cfg.seed, crop=cfg.crop, highlight_clip=cfg.highlight_clip)
     if step:
         sampler.rng.bit_generator.state = np_state
