@@ -162,11 +162,12 @@ def test_preview_matches_full_quality(rng):
             render_refocus(truth, d, **bad)
 
 
-def test_analysis_round_trips_through_the_cli_files(tmp_path, rng):
+def test_analysis_round_trips_through_the_cli_files(tmp_path, rng, capsys):
     pair, _ = plane_pair(rng, 3.0, 64, 96)
     save_image(tmp_path / "p_L.png", pair.left)
     save_image(tmp_path / "p_R.png", pair.right)
-    assert cli_main(["analyze", str(tmp_path / "p_R.png"), "-o", str(tmp_path / "out")]) == 0
+    assert cli_main(["analyze", str(tmp_path / "p_R.png"), "-o", str(tmp_path / "out"), "--tile", "512"]) == 0
+    assert "--tile has no effect with the classical backend" in capsys.readouterr().err
     back = load_analysis(tmp_path / "out")
     direct = analyze(DPPair.from_arrays(read_image(tmp_path / "p_L.png")[0], read_image(tmp_path / "p_R.png")[0]))
     np.testing.assert_allclose(back.disparity, direct.disparity, atol=1e-5)

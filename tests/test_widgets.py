@@ -70,6 +70,15 @@ def test_analysis_dock_runs_in_a_worker_with_progress(make_napari_viewer, qtbot)
     assert dock.progress.value() == 100
 
 
+def test_tile_box_is_enabled_only_for_a_backend_that_tiles(make_napari_viewer):
+    dock = AnalysisWidget(make_napari_viewer())
+    dock.backend.setCurrentText("classical")
+    assert not dock.tile.isEnabled() and "whole image" in dock.tile.toolTip()
+    if "network" in [dock.backend.itemText(i) for i in range(dock.backend.count())]:
+        dock.backend.setCurrentText("network")
+        assert dock.tile.isEnabled()
+
+
 def test_analysis_dock_without_a_pair_notifies_instead_of_raising(make_napari_viewer):
     dock = AnalysisWidget(make_napari_viewer())
     dock.run(blocking=True)  # no layers: a notification, no exception

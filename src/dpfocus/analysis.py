@@ -17,7 +17,7 @@ import numpy as np
 from . import __version__
 from .io import DPPair, read_image, save_image, save_map
 
-__all__ = ["render_psf_spec", "render_psf_from_spec", "Analysis", "AnalysisCancelled", "BackendError", "register_backend", "backends", "require_backend", "analyze", "analyze_steps", "save_analysis", "load_analysis", "ANALYSIS_FILES"]
+__all__ = ["render_psf_spec", "render_psf_from_spec", "Analysis", "AnalysisCancelled", "BackendError", "register_backend", "backends", "backend_tiles", "require_backend", "analyze", "analyze_steps", "save_analysis", "load_analysis", "ANALYSIS_FILES"]
 
 ANALYSIS_FILES = {
     "disparity": "disparity.tif",
@@ -138,16 +138,25 @@ class Analysis:
 
 Backend = Callable[..., Analysis]
 _BACKENDS: dict[str, Backend] = {}
+_TILING: set[str] = {"network"}  # backends whose ``tile`` option changes how they run
 
 
-def register_backend(name: str) -> Callable[[Backend], Backend]:
-    """Decorator: make ``fn(pair, **options) -> Analysis`` available as ``analyze(..., backend=name)``."""
+def register_backend(name: str, tiles: bool = False) -> Callable[[Backend], Backend]:
+    """Decorator: make ``fn(pair, **options) -> Analysis`` available as ``analyze(..., backend=name)``.
+
+    ``tiles``: the backend runs in tiles whose size its ``tile`` option sets (others ignore it)."""
 
     def deco(fn: Backend) -> Backend:
         _BACKENDS[name] = fn
+        (_TILING.add if tiles else _TILING.discard)(name)
         return fn
 
     return deco
+
+
+def backend_tiles(name: str) -> bool:
+    """Whether the backend's ``tile`` option has an effect (see :func:`register_backend`)."""
+    return name in _TILING
 
 
 def backends() -> list[str]:

@@ -51,8 +51,10 @@ def _check_output_file(out: str, pair: DPPair) -> Path:
 
 
 def _analyze(pair: DPPair, args: argparse.Namespace):
-    from .analysis import analyze
+    from .analysis import analyze, backend_tiles
 
+    if args.tile is not None and not backend_tiles(args.backend):
+        print(f"note: --tile has no effect with the {args.backend} backend (it works on the whole image)", file=sys.stderr)
     return analyze(pair, backend=args.backend, tile=args.tile)
 
 

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QLabeledDoubleSlider
 
-from ..analysis import Analysis, AnalysisCancelled, analyze_steps, backends
+from ..analysis import Analysis, AnalysisCancelled, analyze_steps, backend_tiles, backends
 from ..io import DPPair, DPPairError
 from ..refocus import FocusError
 from ..session import FocusSession
@@ -160,6 +160,8 @@ class AnalysisWidget(QWidget):
         self.tile.setSingleStep(128)
         self.tile.setSpecialValueText("default")
         self.tile.setToolTip("Tile size (px) for backends that tile (network); the default is 768 px tiles")
+        self.backend.currentTextChanged.connect(self._tile_applies)
+        self._tile_applies(self.backend.currentText())
         self.run_button = QPushButton("Run analysis")
         self.run_button.setToolTip("Analyse the selected pair (Shift+A)")
         self.cancel_button = QPushButton("Cancel")
@@ -194,6 +196,15 @@ class AnalysisWidget(QWidget):
         self.viewer.layers.selection.events.active.connect(self._follow_active_layer)
         self._refresh_choices()
         _bind(self.viewer, "Shift-A", self.run)
+
+    def _tile_applies(self, backend: str) -> None:
+        tiles = backend_tiles(backend)
+        self.tile.setEnabled(tiles)
+        self.tile.setToolTip(
+            "Tile size (px) for the network backend; the default is 768 px tiles"
+            if tiles
+            else f"The {backend} backend works on the whole image: no tiles to size"
+        )
 
     # -- layer choices, pre-filled from the reader's pair metadata
     def _image_layers(self) -> list:

@@ -249,4 +249,4 @@ def network_refocus(pair: DPPair, mask: np.ndarray, strength: float = 1.0, weigh
 
 
 if WEIGHTS_PATH.is_file():
-    register_backend("network")(network_backend)
+    register_backend("network", tiles=True)(network_backend)
