@@ -184,6 +184,33 @@ def test_analysis_round_trips_through_the_cli_files(tmp_path, rng, capsys):
     np.testing.assert_array_equal(load_analysis(again).kernel_index, back.kernel_index)
 
 
+def test_cli_analyzes_every_pair_of_a_folder_into_its_own_subfolder(tmp_path, rng, capsys):
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for name, coc in (("near", 2.0), ("far", 5.0)):
+        pair, _ = plane_pair(rng, coc, 64, 96)
+        save_image(pairs / f"{name}_L.png", pair.left)
+        save_image(pairs / f"{name}_R.png", pair.right)
+    assert cli_main(["analyze", str(pairs), "-o", str(tmp_path / "out")]) == 0
+    assert "2 of 2 pairs analysed" in capsys.readouterr().out
+    for name in ("near", "far"):
+        back = load_analysis(tmp_path / "out" / name)
+        assert back.meta["pair_name"] == name
+    # the farther plane is analysed as more blurred: each folder holds its own pair
+    near, far = (float(np.median(load_analysis(tmp_path / "out" / n).coc)) for n in ("near", "far"))
+    assert far > near + 1.5
+    # an unreadable pair is named and skipped, the others still run, and the exit code says so
+    (pairs / "broken_L.png").write_bytes(b"not a png")
+    (pairs / "broken_R.png").write_bytes(b"not a png")
+    assert cli_main(["analyze", str(pairs), "-o", str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err
+    assert "skipped broken" in err and "1 pair(s) could not be read (broken)" in err
+    assert not (tmp_path / "again" / "broken").exists() and (tmp_path / "again" / "far" / "analysis.json").exists()
+    # an unknown backend is refused before any pair runs
+    assert cli_main(["analyze", str(pairs), "-o", str(tmp_path / "third"), "--backend", "magic"]) == 2
+    assert not (tmp_path / "third").exists()
+
+
 def test_cli_refocus_and_deblur_write_input_bit_depth(tmp_path, rng):
     pair, _ = plane_pair(rng, 3.0, 64, 96)
     save_image(tmp_path / "p_L.png", pair.left, 8)

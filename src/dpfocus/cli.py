@@ -59,19 +59,58 @@ def _analyze(pair: DPPair, args: argparse.Namespace):
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis import save_analysis
+    from .analysis import require_backend
 
-    pair = _load(args)
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a folder; give a folder for the analysis files")
+    require_backend(args.backend)
+    if args.right is None and Path(args.left).is_dir():
+        from .io import list_pairs
+
+        pairs = list_pairs(args.left)
+        if len(pairs) > 1:
+            return _analyze_folder(pairs, out, args)
+    pair = _load(args)
+    _analyze_into(pair, out, args, list_files=True)
+    return 0
+
+
+def _analyze_into(pair: DPPair, out: Path, args: argparse.Namespace, list_files: bool) -> None:
+    from .analysis import save_analysis
+
     analysis = _analyze(pair, args)
     files = save_analysis(analysis, out, bit_depth=pair.bit_depth)
     timings = analysis.meta["timings"]
     print(f"{pair.name}: {args.backend} analysis in {timings['total_s']:.2f} s; "
-          f"disparity {analysis.disparity.min():.2f} .. {analysis.disparity.max():.2f} px, J = {analysis.coc_per_disparity:.4f}")
-    for key, path in files.items():
-        print(f"{key}: {path}")
+          f"disparity {analysis.disparity.min():.2f} .. {analysis.disparity.max():.2f} px, J = {analysis.coc_per_disparity:.4f}"
+          + ("" if list_files else f" -> {out}"))
+    if list_files:
+        for key, path in files.items():
+            print(f"{key}: {path}")
+
+
+def _analyze_folder(pairs: list, out: Path, args: argparse.Namespace) -> int:
+    """Every pair of a folder into ``out/<pair name>/``; a pair that cannot be read is reported and
+    skipped (nothing written for it), the others still run; exit 2 if any was skipped."""
+    levels = {"black_level": args.black_level, "white_level": args.white_level}
+    names: dict[str, int] = {}
+    failed = []
+    for left, right, name, _ in pairs:
+        names[name] = names.get(name, 0) + 1
+        folder = out / (name if names[name] == 1 else f"{name}_{names[name]}")
+        try:
+            pair = load_pair(left, right, **levels)
+        except DPPairError as exc:
+            print(f"dpfocus analyze: skipped {name}: {exc}", file=sys.stderr)
+            failed.append(name)
+            continue
+        _analyze_into(pair, folder, args, list_files=False)
+    print(f"{len(pairs) - len(failed)} of {len(pairs)} pairs analysed into {out}")
+    if failed:
+        print(f"dpfocus analyze: error: {len(failed)} pair(s) could not be read ({', '.join(failed)}); fix or remove them and run again",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 
@@ -358,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="disparity, CoC, kernel index and all-in-focus maps into a folder")
     pair_args(p)
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-o", "--output", required=True, help="output folder (for a folder of several pairs: one sub-folder per pair)")
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("refocus", help="refocus a DP pair on a mask, point, box or text, or reproduce an export")
