@@ -192,7 +192,7 @@ def test_cli_analyzes_every_pair_of_a_folder_into_its_own_subfolder(tmp_path, rn
         save_image(pairs / f"{name}_L.png", pair.left)
         save_image(pairs / f"{name}_R.png", pair.right)
     assert cli_main(["analyze", str(pairs), "-o", str(tmp_path / "out")]) == 0
-    assert "2 of 2 pairs analysed" in capsys.readouterr().out
+    assert "2 of 2 pairs done" in capsys.readouterr().out
     for name in ("near", "far"):
         back = load_analysis(tmp_path / "out" / name)
         assert back.meta["pair_name"] == name
@@ -209,6 +209,11 @@ def test_cli_analyzes_every_pair_of_a_folder_into_its_own_subfolder(tmp_path, rn
     # an unknown backend is refused before any pair runs
     assert cli_main(["analyze", str(pairs), "-o", str(tmp_path / "third"), "--backend", "magic"]) == 2
     assert not (tmp_path / "third").exists()
+    # deblur a folder: one all-in-focus image per pair, the unreadable one named and skipped
+    assert cli_main(["deblur", str(pairs), "-o", str(tmp_path / "sharp")]) == 2
+    assert "skipped broken" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "sharp").iterdir()) == ["far.png", "near.png"]
+    np.testing.assert_allclose(read_image(tmp_path / "sharp" / "far.png")[0], load_analysis(tmp_path / "out" / "far").aif, atol=1 / 65535 + 1e-6)
 
 
 def test_cli_refocus_and_deblur_write_input_bit_depth(tmp_path, rng):

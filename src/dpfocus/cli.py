@@ -65,12 +65,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a folder; give a folder for the analysis files")
     require_backend(args.backend)
-    if args.right is None and Path(args.left).is_dir():
-        from .io import list_pairs
-
-        pairs = list_pairs(args.left)
-        if len(pairs) > 1:
-            return _analyze_folder(pairs, out, args)
+    pairs = _several_pairs(args)
+    if pairs:
+        return _for_each_pair(pairs, args, lambda pair, name: _analyze_into(pair, out / name, args, list_files=False))
     pair = _load(args)
     _analyze_into(pair, out, args, list_files=True)
     return 0
@@ -90,25 +87,35 @@ def _analyze_into(pair: DPPair, out: Path, args: argparse.Namespace, list_files:
             print(f"{key}: {path}")
 
 
-def _analyze_folder(pairs: list, out: Path, args: argparse.Namespace) -> int:
-    """Every pair of a folder into ``out/<pair name>/``; a pair that cannot be read is reported and
-    skipped (nothing written for it), the others still run; exit 2 if any was skipped."""
+def _several_pairs(args: argparse.Namespace) -> list | None:
+    """The pairs of a folder named alone that holds more than one (None otherwise)."""
+    if args.right is None and Path(args.left).is_dir():
+        from .io import list_pairs
+
+        pairs = list_pairs(args.left)
+        if len(pairs) > 1:
+            return pairs
+    return None
+
+
+def _for_each_pair(pairs: list, args: argparse.Namespace, work) -> int:
+    """``work(pair, output name)`` for every pair of a folder; a pair that cannot be read is reported
+    and skipped (nothing written for it), the others still run; exit 2 if any was skipped."""
     levels = {"black_level": args.black_level, "white_level": args.white_level}
     names: dict[str, int] = {}
     failed = []
     for left, right, name, _ in pairs:
         names[name] = names.get(name, 0) + 1
-        folder = out / (name if names[name] == 1 else f"{name}_{names[name]}")
         try:
             pair = load_pair(left, right, **levels)
         except DPPairError as exc:
-            print(f"dpfocus analyze: skipped {name}: {exc}", file=sys.stderr)
+            print(f"dpfocus {args.command}: skipped {name}: {exc}", file=sys.stderr)
             failed.append(name)
             continue
-        _analyze_into(pair, folder, args, list_files=False)
-    print(f"{len(pairs) - len(failed)} of {len(pairs)} pairs analysed into {out}")
+        work(pair, name if names[name] == 1 else f"{name}_{names[name]}")
+    print(f"{len(pairs) - len(failed)} of {len(pairs)} pairs done into {args.output}")
     if failed:
-        print(f"dpfocus analyze: error: {len(failed)} pair(s) could not be read ({', '.join(failed)}); fix or remove them and run again",
+        print(f"dpfocus {args.command}: error: {len(failed)} pair(s) could not be read ({', '.join(failed)}); fix or remove them and run again",
               file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
@@ -232,12 +239,25 @@ def _cmd_refocus(args: argparse.Namespace) -> int:
 
 
 def _cmd_deblur(args: argparse.Namespace) -> int:
+    pairs = _several_pairs(args)
+    if pairs:  # a folder of pairs: OUT is a folder of <pair name>.png
+        from .analysis import require_backend
+
+        folder = Path(args.output)
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{folder}: exists and is not a folder; for a folder of pairs give a folder for the images")
+        require_backend(args.backend)
+        return _for_each_pair(pairs, args, lambda pair, name: _deblur_into(pair, _check_output_file(str(folder / f"{name}.png"), pair), args))
     pair = _load(args)
-    out = _check_output_file(args.output, pair)
+    _deblur_into(pair, _check_output_file(args.output, pair), args)
+    return 0
+
+
+def _deblur_into(pair: DPPair, out: Path, args: argparse.Namespace) -> None:
     analysis = _analyze(pair, args)
+    out.parent.mkdir(parents=True, exist_ok=True)
     save_image(out, analysis.aif, pair.bit_depth if pair.bit_depth in (8, 16) else 16)
     print(f"{out}: all-in-focus image ({args.backend})")
-    return 0
 
 
 def _cmd_kernels(args: argparse.Namespace) -> int:
@@ -424,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("deblur", help="write the all-in-focus image")
     pair_args(p)
-    p.add_argument("-o", "--output", required=True, help="output image")
+    p.add_argument("-o", "--output", required=True, help="output image (for a folder of several pairs: a folder of <pair name>.png)")
     p.set_defaults(func=_cmd_deblur)
 
     p = sub.add_parser("kernels", help="kernel inspector: bank atlas, kernel usage, and the kernels of chosen pixels")
