@@ -138,7 +138,7 @@ class Analysis:
 
 Backend = Callable[..., Analysis]
 _BACKENDS: dict[str, Backend] = {}
-_TILING: set[str] = {"network"}  # backends whose ``tile`` option changes how they run
+_TILING: set[str] = set()  # backends whose ``tile`` option changes how they run
 
 
 def register_backend(name: str, tiles: bool = False) -> Callable[[Backend], Backend]:
@@ -178,7 +178,7 @@ def _load_builtin_backends() -> None:
     from .nn import WEIGHTS_PATH
 
     if "network" not in _BACKENDS and WEIGHTS_PATH.is_file() and find_spec("torch") is not None:
-        _BACKENDS["network"] = _network_backend
+        register_backend("network", tiles=True)(_network_backend)
 
 
 def _network_backend(pair: DPPair, **options) -> Analysis:

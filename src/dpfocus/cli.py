@@ -51,19 +51,31 @@ def _check_output_file(out: str, pair: DPPair) -> Path:
 
 
 def _analyze(pair: DPPair, args: argparse.Namespace):
-    from .analysis import analyze, backend_tiles
+    from .analysis import analyze
 
-    if args.tile is not None and not backend_tiles(args.backend):
-        print(f"note: --tile has no effect with the {args.backend} backend (it works on the whole image)", file=sys.stderr)
     return analyze(pair, backend=args.backend, tile=args.tile)
+
+
+def _note_unused_tile(args: argparse.Namespace) -> None:
+    """Once per command: ``--tile`` given to a known backend that does not tile."""
+    from .analysis import backend_tiles, backends
+
+    if getattr(args, "tile", None) is not None and args.backend in backends() and not backend_tiles(args.backend):
+        print(f"note: --tile has no effect with the {args.backend} backend (it works on the whole image)", file=sys.stderr)
+
+
+def _output_folder(path: str, purpose: str) -> Path:
+    """``path`` as a folder for ``purpose``; UsageError if a file is in the way."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a folder; give a folder for {purpose}")
+    return out
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import require_backend
 
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: exists and is not a folder; give a folder for the analysis files")
+    out = _output_folder(args.output, "the analysis files")
     require_backend(args.backend)
     pairs = _several_pairs(args)
     if pairs:
@@ -243,10 +255,9 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
     if pairs:  # a folder of pairs: OUT is a folder of <pair name>.png
         from .analysis import require_backend
 
-        folder = Path(args.output)
-        if folder.exists() and not folder.is_dir():
-            raise UsageError(f"{folder}: exists and is not a folder; for a folder of pairs give a folder for the images")
+        folder = _output_folder(args.output, "the images of a folder of pairs")
         require_backend(args.backend)
+        folder.mkdir(parents=True, exist_ok=True)
         return _for_each_pair(pairs, args, lambda pair, name: _deblur_into(pair, _check_output_file(str(folder / f"{name}.png"), pair), args))
     pair = _load(args)
     _deblur_into(pair, _check_output_file(args.output, pair), args)
@@ -255,7 +266,6 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
 
 def _deblur_into(pair: DPPair, out: Path, args: argparse.Namespace) -> None:
     analysis = _analyze(pair, args)
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_image(out, analysis.aif, pair.bit_depth if pair.bit_depth in (8, 16) else 16)
     print(f"{out}: all-in-focus image ({args.backend})")
 
@@ -491,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _note_unused_tile(args)
         return int(args.func(args) or 0)
     except (DPPairError, UsageError, FocusError, BackendError) as exc:
         print(f"dpfocus {args.command}: error: {exc}", file=sys.stderr)

@@ -159,9 +159,8 @@ class AnalysisWidget(QWidget):
         self.tile.setRange(0, 8192)
         self.tile.setSingleStep(128)
         self.tile.setSpecialValueText("default")
-        self.tile.setToolTip("Tile size (px) for backends that tile (network); the default is 768 px tiles")
         self.backend.currentTextChanged.connect(self._tile_applies)
-        self._tile_applies(self.backend.currentText())
+        self._tile_applies(self.backend.currentText())  # also sets the tile box's tooltip
         self.run_button = QPushButton("Run analysis")
         self.run_button.setToolTip("Analyse the selected pair (Shift+A)")
         self.cancel_button = QPushButton("Cancel")
