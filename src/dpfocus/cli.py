@@ -1,4 +1,4 @@
-"""Command line: ``dpfocus analyze | refocus | deblur | evaluate | demo | info`` (DESIGN.md contract).
+"""Command line: ``dpfocus analyze | refocus | sweep | deblur | kernels | evaluate | demo | info`` (DESIGN.md contract).
 
 Bad input exits with code 2 and one line saying what is wrong and how to fix it (no traceback).
 """
@@ -218,7 +218,7 @@ def _cmd_refocus_record(args: argparse.Namespace) -> int:
     out = _check_output_file(args.output, pair)
     analysis = _analyze(pair, args)
     img = render_refocus(analysis, float(record["d_trg"]), float(record.get("strength", 1.0)), float(record.get("tolerance", 0.0)))
-    save_image(out, img, pair.bit_depth if pair.bit_depth in (8, 16) else 16)
+    save_image(out, img, _output_bits(pair))
     print(f"{out}: reproduced {args.record} (d_trg = {record['d_trg']:.3f} px, strength {record.get('strength', 1.0):g}, "
           f"tolerance {record.get('tolerance', 0.0):g}, {args.backend})")
     return 0
@@ -239,14 +239,77 @@ def _cmd_refocus(args: argparse.Namespace) -> int:
     target = _resolve_prompt_target(target, analysis)
     d_trg = focus_disparity(analysis, **target)
     if args.quality == "preview":
-        import cv2
-
-        preview = RefocusPreview(analysis).render(d_trg, args.strength, args.tolerance)
-        img = cv2.resize(preview, (pair.shape[1], pair.shape[0]), interpolation=cv2.INTER_LINEAR)
+        img = _full_size(RefocusPreview(analysis).render(d_trg, args.strength, args.tolerance), pair)
     else:
         img = render_refocus(analysis, d_trg, args.strength, args.tolerance)
-    save_image(out, img, pair.bit_depth if pair.bit_depth in (8, 16) else 16)
+    save_image(out, img, _output_bits(pair))
     print(f"{out}: refocused at d_trg = {d_trg:.3f} px, strength {args.strength:g}, tolerance {args.tolerance:g} ({args.quality})")
+    return 0
+
+
+def _full_size(img: np.ndarray, pair: DPPair) -> np.ndarray:
+    """A preview (reduced resolution) scaled back to the pair's size."""
+    import cv2
+
+    if img.shape[:2] == pair.shape[:2]:
+        return img
+    return cv2.resize(img, (pair.shape[1], pair.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def _output_bits(pair: DPPair) -> int:
+    """Outputs keep the input's bit depth (float inputs are written as 16-bit)."""
+    return pair.bit_depth if pair.bit_depth in (8, 16) else 16
+
+
+SWEEP_RECORD = "sweep.json"
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    """A focal stack: the focal plane swept from the nearest to the farthest surface, one image per step."""
+    from .refocus import check_controls, focus_sweep, sweep_disparities
+
+    check_controls(args.strength, args.tolerance)
+    if args.steps < 2:
+        raise UsageError(f"--steps {args.steps}: a sweep needs at least 2 steps")
+    if args.range is not None and not np.isfinite(args.range).all():
+        raise UsageError(f"--range {args.range[0]:g} {args.range[1]:g}: give two finite disparities in px (NEAR FAR)")
+    out = _output_folder(args.output, "the sweep's images")
+    if args.frame_ms < 10:
+        raise UsageError(f"--frame-ms {args.frame_ms}: give at least 10 ms per frame")
+    earlier = sorted(out.glob("sweep*")) if out.is_dir() else []
+    if earlier:
+        raise UsageError(f"{out}: already holds a sweep ({earlier[0].name}); choose a new folder (earlier results are never overwritten)")
+    pair = _load(args)
+    digits = len(str(args.steps - 1))
+    frames = [_check_output_file(str(out / f"sweep_{i:0{digits}d}.png"), pair) for i in range(args.steps)]
+    analysis = _analyze(pair, args)
+    near, far = args.range if args.range is not None else (None, None)
+    disparities = sweep_disparities(analysis, args.steps, near, far)
+    out.mkdir(parents=True, exist_ok=True)
+    bits = _output_bits(pair)
+    entries, gif_frames = [], []
+    for path, (d_trg, img) in zip(frames, focus_sweep(analysis, disparities, args.strength, args.tolerance, args.quality)):
+        img = _full_size(img, pair)
+        save_image(path, img, bits)
+        entries.append({"image": path.name, "d_trg_px": d_trg, "captured_coc_px": analysis.coc_per_disparity * d_trg})
+        if args.gif:
+            gif_frames.append(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8))
+        print(f"{path}: focus at d_trg = {d_trg:+.3f} px")
+    record = {
+        "pair": {"left": str(pair.left_path) if pair.left_path else None, "right": str(pair.right_path) if pair.right_path else None},
+        "backend": analysis.backend, "version": __version__, "quality": args.quality,
+        "strength": args.strength, "tolerance": args.tolerance, "frames": entries,
+    }
+    if args.gif:
+        from PIL import Image
+
+        mode = "RGB" if gif_frames[0].ndim == 3 else "L"
+        images = [Image.fromarray(f, mode) for f in gif_frames]
+        images[0].save(out / "sweep.gif", save_all=True, append_images=images[1:], duration=args.frame_ms, loop=0)
+        record["gif"] = "sweep.gif"
+        print(f"{out / 'sweep.gif'}: {len(images)} frames, {args.frame_ms} ms each")
+    (out / SWEEP_RECORD).write_text(json.dumps(record, indent=2))
+    print(f"{out / SWEEP_RECORD}: {len(entries)} focus planes from {disparities[0]:+.3f} to {disparities[-1]:+.3f} px ({args.quality})")
     return 0
 
 
@@ -266,7 +329,7 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
 
 def _deblur_into(pair: DPPair, out: Path, args: argparse.Namespace) -> None:
     analysis = _analyze(pair, args)
-    save_image(out, analysis.aif, pair.bit_depth if pair.bit_depth in (8, 16) else 16)
+    save_image(out, analysis.aif, _output_bits(pair))
     print(f"{out}: all-in-focus image ({args.backend})")
 
 
@@ -451,6 +514,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=0.0, help="disparity band (px) kept sharp around the target")
     p.add_argument("--quality", choices=("preview", "full"), default="full")
     p.set_defaults(func=_cmd_refocus)
+
+    p = sub.add_parser("sweep", help="focal stack: refocus from the nearest to the farthest surface, one image per step")
+    pair_args(p)
+    p.add_argument("-o", "--output", required=True, help="new output folder (sweep_NN.png, sweep.json, sweep.gif with --gif)")
+    p.add_argument("--steps", type=int, default=12, help="number of focus planes (default 12, at least 2)")
+    p.add_argument("--range", type=float, nargs=2, metavar=("NEAR", "FAR"),
+                   help="first and last focus disparity in px (default: the nearest and farthest surface)")
+    p.add_argument("--strength", type=float, default=1.0, help="aperture scale: 1 = as captured, 2 = twice the blur")
+    p.add_argument("--tolerance", type=float, default=0.0, help="disparity band (px) kept sharp around each plane")
+    p.add_argument("--quality", choices=("preview", "full"), default="full")
+    p.add_argument("--gif", action="store_true", help="also write sweep.gif, an 8-bit animation of the frames")
+    p.add_argument("--frame-ms", type=int, default=250, help="with --gif: milliseconds per frame (default 250)")
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("deblur", help="write the all-in-focus image")
     pair_args(p)

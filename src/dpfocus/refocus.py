@@ -10,16 +10,20 @@ focused on the target. A focus tolerance keeps a disparity band around ``d_trg``
 * :class:`RefocusPreview` (live): prepared once per analysis (a stack of the all-in-focus image
   blurred at a ladder of radii, at reduced resolution); each update only picks and interpolates
   two stack levels per pixel.
+* :func:`focus_sweep` (a focal stack): the focal plane swept from the nearest surface to the
+  farthest, one image per step, with either renderer.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 
 from .analysis import Analysis, render_psf_from_spec
 from .optics import BANK_RELATIVE_STEP, BANK_STEP, CalibratedPSF, Layer, PSFModel, bin_weights, bounding_box, coc_bin_centres, convolve_stack, grow_box, linear_to_srgb, render_layers, srgb_to_linear, trim_kernel
 
-__all__ = ["FocusError", "check_controls", "focus_disparity", "target_coc", "analysis_psf", "render_refocus", "blur_by_radius", "RefocusPreview", "point_mask", "box_mask"]
+__all__ = ["FocusError", "check_controls", "sweep_disparities", "focus_sweep", "focus_disparity", "target_coc", "analysis_psf", "render_refocus", "blur_by_radius", "RefocusPreview", "point_mask", "box_mask"]
 
 POINT_RADIUS = 6  # px: a click selects a small disk
 #: behind pixels more than this many CoC bins nearer, the full render fills in the background (what a
@@ -28,6 +32,9 @@ HIDDEN_FILL_BINS = 1
 #: the captured photo is re-blurred where the target CoC is at least the captured CoC less this (px);
 #: tuning scenes: +0.76 dB over rendering everything from the all-in-focus image
 PHOTO_SLACK = 0.5
+#: a focus sweep spans these percentiles of the disparity (the nearest and farthest surfaces, not
+#: a few stray pixels)
+SWEEP_PERCENTILES = (1.0, 99.0)
 
 
 class FocusError(ValueError):
@@ -291,3 +298,48 @@ class RefocusPreview:
         np.add(self._a, self._b, out=self._a)
         img = self._a.reshape(*self.shape, -1).copy()
         return img if self.analysis.aif.ndim == 3 else img[..., 0]
+
+
+def sweep_disparities(analysis: Analysis, steps: int = 12, near: float | None = None, far: float | None = None) -> np.ndarray:
+    """``steps`` focus disparities (px), evenly spaced from near to far.
+
+    By default from the nearest to the farthest surface of the analysis (the 1st and 99th
+    percentiles of its disparity); ``near`` / ``far`` set either end. FocusError for fewer than two
+    steps or an end that is not a finite number.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
+        raise FocusError(f"a focus sweep needs at least 2 steps, got {steps!r}")
+    lo, hi = (float(v) for v in np.percentile(analysis.disparity, SWEEP_PERCENTILES))
+    near = lo if near is None else float(near)
+    far = hi if far is None else float(far)
+    if not (np.isfinite(near) and np.isfinite(far)):
+        raise FocusError(f"the sweep's ends must be finite disparities (px), got {near:g} and {far:g}")
+    return np.linspace(near, far, int(steps)).astype(np.float64)
+
+
+def focus_sweep(
+    analysis: Analysis,
+    disparities: np.ndarray,
+    strength: float = 1.0,
+    tolerance: float = 0.0,
+    quality: str = "preview",
+    preview: RefocusPreview | None = None,
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(d_trg, image)`` for each focus disparity: a focal stack, one image at a time.
+
+    ``quality="preview"`` renders at the preview's reduced resolution (``preview``, when given, is
+    reused: its stack is the costly part), ``"full"`` with :func:`render_refocus` at full size.
+    """
+    check_controls(strength, tolerance)
+    if quality not in ("preview", "full"):
+        raise FocusError(f"quality must be 'preview' or 'full', got {quality!r}")
+    values = np.asarray(disparities, np.float64).ravel()
+    if values.size == 0 or not np.isfinite(values).all():
+        raise FocusError("the sweep's disparities must be finite numbers (px), at least one")
+    if quality == "preview" and preview is None:
+        preview = RefocusPreview(analysis)
+    for d_trg in values:
+        if quality == "preview":
+            yield float(d_trg), preview.render(float(d_trg), strength, tolerance)
+        else:
+            yield float(d_trg), render_refocus(analysis, float(d_trg), strength, tolerance)
