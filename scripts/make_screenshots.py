@@ -55,6 +55,17 @@ def main(out: Path) -> None:
     viewer.layers.selection.active = viewer.layers["garden focus mask"]
     shot("dock_focus")
 
+    # 2b. the focus sweep: a stack layer whose slider moves the focal plane, here at the middle plane
+    focus_dock.strength.setValue(1.0)
+    focus_dock.sweep_steps.setValue(8)
+    sweep = focus_dock.sweep()
+    for layer in viewer.layers:
+        layer.visible = layer.name in ("garden focus sweep", "garden focus mask", "garden focus points")
+    viewer.dims.set_point(0, 2)
+    viewer.layers.selection.active = sweep
+    shot("dock_sweep")
+    viewer.layers.remove(sweep)
+
     # 3. the kernel inspector: a clicked pixel on that object, one index highlighted
     viewer.window.add_dock_widget(inspector, name="DP kernel inspector", area="left")
     inspector.inspect_pixel(float(np.median(ys)), float(np.median(xs)))

@@ -307,3 +307,36 @@ def test_full_render_backend_choice_uses_that_backends_analysis(analysed, monkey
     assert focus.render_full_now().max() == 0  # rendered from the chosen analysis's all-in-focus image
     focus.full_backend.setCurrentIndex(0)
     assert focus.render_full_now().max() > 0
+
+
+def test_focus_sweep_stack_layer_and_focus_on_a_plane(analysed, monkeypatch):
+    viewer, _ = analysed
+    focus = docked(viewer, FocusWidget)
+    messages = []
+    monkeypatch.setattr(_widgets, "_notify", lambda message, error=True: messages.append(message))
+    focus.focus_on_sweep_plane()  # nothing swept yet: a notification, no target
+    assert "no focus sweep yet" in messages[-1] and focus.session.d_trg is None
+    gt = load_ground_truth("garden")
+    near_obj = min((o for o in gt["scene"]["objects"] if o["visible_pixels"] > 4000), key=lambda o: o["coc"])
+    near = gt["labels"] == near_obj["label"]
+    focus.sweep_steps.setValue(6)
+    layer = focus.sweep()
+    assert layer.name == "garden focus sweep" and layer.data.shape[0] == 6 and layer.rgb
+    a = focus.session.analysis
+    ds = layer.metadata["dpfocus"]["d_trg"]
+    assert [ds[0], ds[-1]] == pytest.approx(list(np.percentile(a.disparity, [1, 99])))  # nearest to farthest surface
+    assert np.all(np.diff(ds) > 0) and layer.scale[1] == pytest.approx(2.0)
+    # the slider is the focal plane: the near object is sharper at the first plane than at the last
+    small = near[::2, ::2][: layer.data.shape[1], : layer.data.shape[2]]
+    assert sharpness(layer.data[0], small) > 1.3 * sharpness(layer.data[-1], small)
+    assert viewer.dims.nsteps[0] == 6 and viewer.dims.axis_labels[0] == "focus plane" and "sweep plane 1 of 6" in focus.sweep_label.text()
+    viewer.dims.set_point(0, 3)
+    assert focus.sweep_plane() == (3, pytest.approx(ds[3])) and "sweep plane 4 of 6" in focus.sweep_label.text()
+    # the plane on screen becomes the focus target; the refocused layer follows
+    focus.focus_on_sweep_plane()
+    assert focus.session.d_trg == pytest.approx(ds[3]) and "garden refocused" in viewer.layers
+    # the mask stays drawable above the sweep; a second sweep updates the same layer in place
+    assert viewer.layers.index(layer) < viewer.layers.index(viewer.layers["garden focus mask"])
+    count = len(viewer.layers)
+    focus.sweep_steps.setValue(4)
+    assert focus.sweep() is layer and layer.data.shape[0] == 4 and len(viewer.layers) == count

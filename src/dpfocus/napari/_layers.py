@@ -16,6 +16,7 @@ LAYER_SUFFIXES = {
     "confidence": "confidence",
     "focus_mask": "focus mask",
     "refocused": "refocused",
+    "focus_sweep": "focus sweep",
 }
 
 
@@ -76,3 +77,12 @@ def analysis_layer_data(analysis, stem: str) -> list[tuple[Any, dict, str]]:
 def refocused_layer_data(image, stem: str, d_trg: float, strength: float, scale: float = 1.0) -> tuple[Any, dict, str]:
     return (image, {"name": layer_name(stem, "refocused"), "rgb": image.ndim == 3, "contrast_limits": (0.0, 1.0), "scale": (scale, scale),
                     "metadata": {"dpfocus": {"kind": "refocused", "d_trg": d_trg, "strength": strength}}}, "image")
+
+
+def sweep_layer_data(stack, stem: str, disparities, strength: float, tolerance: float, scale: float = 1.0) -> tuple[Any, dict, str]:
+    """A focus sweep (``N x H x W [x 3]``, one refocused image per focus plane) as an image layer
+    whose first axis is the plane; ``metadata["dpfocus"]["d_trg"]`` lists each plane's disparity."""
+    return (stack, {"name": layer_name(stem, "focus_sweep"), "rgb": stack.ndim == 4, "contrast_limits": (0.0, 1.0),
+                    "scale": (1.0, scale, scale),
+                    "metadata": {"dpfocus": {"kind": "focus_sweep", "d_trg": [float(d) for d in disparities], "units": "px",
+                                             "strength": strength, "tolerance": tolerance, "quality": "preview"}}}, "image")

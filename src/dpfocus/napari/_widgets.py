@@ -30,9 +30,9 @@ from superqt import QLabeledDoubleSlider
 
 from ..analysis import Analysis, AnalysisCancelled, analyze_steps, backend_tiles, backends
 from ..io import DPPair, DPPairError
-from ..refocus import FocusError
+from ..refocus import FocusError, focus_sweep, sweep_disparities
 from ..session import FocusSession
-from ._layers import analysis_layer_data, layer_name, refocused_layer_data
+from ._layers import analysis_layer_data, layer_name, refocused_layer_data, sweep_layer_data
 
 #: analyses of this napari session, by (pair id, backend): switching back is instant
 ANALYSES: dict[tuple[str, str], Analysis] = {}
@@ -89,7 +89,7 @@ def upsert_layer(viewer, data: Any, kwargs: dict, kind: str, pair_id: str | None
         layer = viewer.layers[name]
         info = _info(layer)
         if info.get("kind") == wanted and info.get("pair_id") == pair_id and layer._type_string == kind:
-            if "scale" in kwargs and not np.allclose(layer.scale[-2:], kwargs["scale"]):  # re-setting costs a re-slice
+            if "scale" in kwargs and not np.allclose(layer.scale[-len(kwargs["scale"]):], kwargs["scale"]):  # re-setting costs a re-slice
                 layer.scale = kwargs["scale"]
             layer.data = data
             if "contrast_limits" in kwargs and kind == "image" and not kwargs.get("rgb"):
@@ -413,6 +413,18 @@ class FocusWidget(QWidget):
         self.captured_button.setToolTip("Back to the camera's focus and aperture (Shift+C)")
         self.clear_button = QPushButton("Clear mask")
         self.clear_button.setToolTip("Empty the focus mask, points and boxes (Shift+X)")
+        self.sweep_steps = QSpinBox()
+        self.sweep_steps.setRange(2, 64)
+        self.sweep_steps.setValue(12)
+        self.sweep_steps.setPrefix("planes: ")
+        self.sweep_steps.setToolTip("How many focus planes the sweep renders")
+        self.sweep_button = QPushButton("Focus sweep")
+        self.sweep_button.setToolTip("A stack of refocused previews from the nearest to the farthest surface, "
+                                     "with the current strength and tolerance; the viewer's slider moves the focal plane")
+        self.sweep_use = QPushButton("Focus on this plane")
+        self.sweep_use.setToolTip("Make the sweep plane on screen the focus target")
+        self.sweep_label = QLabel("")
+        self.sweep_label.setWordWrap(True)
         self.export_button = QPushButton("Export...")
         self.export_button.setToolTip("Save refocused image, mask, maps and a reproducible record (Shift+E)")
         form = QFormLayout()
@@ -440,6 +452,11 @@ class FocusWidget(QWidget):
         layout.addLayout(models)
         layout.addWidget(self.segmenter_label)
         layout.addLayout(shortcuts)
+        sweep_row = QHBoxLayout()
+        for widget in (self.sweep_button, self.sweep_steps, self.sweep_use):
+            sweep_row.addWidget(widget)
+        layout.addLayout(sweep_row)
+        layout.addWidget(self.sweep_label)
         layout.addWidget(self.export_button)
         hint = QLabel("Paint on the focus mask layer, click on the focus points layer, or draw a rectangle on the focus boxes layer.")
         hint.setWordWrap(True)
@@ -475,6 +492,9 @@ class FocusWidget(QWidget):
         self.captured_button.clicked.connect(self.captured_focus)
         self.clear_button.clicked.connect(self.clear_mask)
         self.export_button.clicked.connect(lambda: self.export())
+        self.sweep_button.clicked.connect(self.sweep)
+        self.sweep_use.clicked.connect(self.focus_on_sweep_plane)
+        self.viewer.dims.events.current_step.connect(self._show_sweep_plane)
         for key, action in (
             ("Shift-F", self.all_in_focus),
             ("Shift-C", self.captured_focus),
@@ -749,12 +769,87 @@ class FocusWidget(QWidget):
         data, kwargs, kind = refocused_layer_data(img, self.stem, s.d_trg, s.strength, scale)
         kwargs["metadata"]["dpfocus"].update(tolerance=s.tolerance, quality="preview" if preview else "full")
         layer = upsert_layer(self.viewer, data, kwargs, kind, s.analysis.meta.get("pair_id"))
+        self._below_focus_layers(layer)
+        self._show_d_trg("preview" if preview else "full quality")
+
+    def _below_focus_layers(self, layer) -> None:
+        """Keep the mask, points and boxes drawable above a result layer."""
         mask_layer = self._layer("mask")
-        if mask_layer is not None:  # keep the mask, points and boxes drawable above the result
+        if mask_layer is not None:
             below = self.viewer.layers.index(mask_layer)
             if self.viewer.layers.index(layer) > below:
                 self.viewer.layers.move(self.viewer.layers.index(layer), below)
-        self._show_d_trg("preview" if preview else "full quality")
+
+    # -- focus sweep: a stack layer whose slider moves the focal plane
+    def sweep(self) -> Any:
+        """Render the focus sweep (preview quality) into the ``focus sweep`` stack layer; returns it."""
+        s = self.session
+        if s is None:
+            _notify("run the analysis first (DP analysis dock)")
+            return None
+        try:
+            disparities = sweep_disparities(s.analysis, self.sweep_steps.value())
+            # the session's own preview: its blur stack is prepared once per analysis, and a few
+            # dozen lookups take well under a second, so this runs here rather than racing the live
+            # preview's buffers from a worker
+            frames = [img for _, img in focus_sweep(s.analysis, disparities, s.strength, s.tolerance, preview=s.preview)]
+        except FocusError as exc:
+            _notify(str(exc))
+            return None
+        stack = np.stack(frames)
+        scale = s.analysis.shape[0] / stack.shape[1]
+        data, kwargs, kind = sweep_layer_data(stack, self.stem, disparities, s.strength, s.tolerance, scale)
+        layer = upsert_layer(self.viewer, data, kwargs, kind, s.analysis.meta.get("pair_id"))
+        layer.visible = True
+        self._below_focus_layers(layer)
+        dims = self.viewer.dims
+        if dims.ndim == 3 and sum(lyr.ndim == 3 for lyr in self.viewer.layers) == 1:  # the sweep owns the slider
+            dims.axis_labels = ("focus plane", *dims.axis_labels[1:])
+        dims.set_point(0, 0.0)  # start at the nearest plane
+        self._show_sweep_plane()
+        return layer
+
+    def _sweep_layer(self):
+        s = self.session
+        if s is None:
+            return None
+        for layer in self.viewer.layers:
+            info = _info(layer)
+            if info.get("kind") == "focus_sweep" and info.get("pair_id") == s.analysis.meta.get("pair_id"):
+                return layer
+        return None
+
+    def sweep_plane(self) -> tuple[int, float] | None:
+        """``(index, d_trg)`` of the sweep plane the viewer's slider shows, or None without a sweep."""
+        layer = self._sweep_layer()
+        if layer is None:
+            return None
+        disparities = _info(layer).get("d_trg", [])
+        if not disparities:
+            return None
+        index = int(np.clip(round(float(layer.world_to_data(self.viewer.dims.point)[0])), 0, len(disparities) - 1))
+        return index, float(disparities[index])
+
+    def _show_sweep_plane(self, *_: Any) -> None:
+        if not self._alive[0]:
+            return
+        plane = self.sweep_plane()
+        if plane is None:
+            self.sweep_label.setText("")
+            return
+        index, d = plane
+        n = len(_info(self._sweep_layer()).get("d_trg", []))
+        coc = self.session.analysis.coc_per_disparity * d
+        self.sweep_label.setText(f"sweep plane {index + 1} of {n}: d_trg {d:+.3f} px (captured CoC there {coc:+.2f} px)")
+
+    def focus_on_sweep_plane(self) -> None:
+        """The plane the sweep shows becomes the focus target (the refocused layer follows)."""
+        plane = self.sweep_plane()
+        if plane is None:
+            _notify("no focus sweep yet: press Focus sweep, then move the slider to the plane you want")
+            return
+        self.session.set_disparity(plane[1])
+        self.update_preview()
 
     def _start_full_render(self) -> None:
         s = self.session
