@@ -204,7 +204,7 @@ def test_cli_analyzes_every_pair_of_a_folder_into_its_own_subfolder(tmp_path, rn
     (pairs / "broken_R.png").write_bytes(b"not a png")
     assert cli_main(["analyze", str(pairs), "-o", str(tmp_path / "again")]) == 2
     err = capsys.readouterr().err
-    assert "skipped broken" in err and "1 pair(s) could not be read (broken)" in err
+    assert "skipped broken" in err and "1 pair(s) skipped (broken)" in err
     assert not (tmp_path / "again" / "broken").exists() and (tmp_path / "again" / "far" / "analysis.json").exists()
     # an unknown backend is refused before any pair runs
     assert cli_main(["analyze", str(pairs), "-o", str(tmp_path / "third"), "--backend", "magic"]) == 2

@@ -115,3 +115,43 @@ def test_cli_sweep_bad_input_exits_2_and_writes_nothing(tmp_path, rng, capsys, e
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_refocus_and_sweep_every_pair_of_a_folder(tmp_path, rng, capsys):
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for name, coc in (("near", 2.0), ("far", 5.0)):
+        pair, _ = plane_pair(rng, coc, 64, 96)
+        save_image(pairs / f"{name}_L.png", pair.left, 8)
+        save_image(pairs / f"{name}_R.png", pair.right, 8)
+    # a target that only fits one pair is refused before anything runs
+    assert cli_main(["refocus", str(pairs), "-o", str(tmp_path / "r"), "--point", "5", "5"]) == 2
+    assert "give a target that fits every pair" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert cli_main(["refocus", str(pairs), "-o", str(tmp_path / "r"), "--disparity", "0", "--strength", "2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["far.png", "near.png"]
+    img, bits = read_image(tmp_path / "r" / "far.png")
+    assert bits == 8 and img.shape == (64, 96, 3)
+    # each pair is its own: twice the aperture at the captured focus blurs each plane further
+    for n in ("near", "far"):
+        assert detail(read_image(tmp_path / "r" / f"{n}.png")[0]) < detail(read_image(pairs / f"{n}_L.png")[0])
+    # the depth words fit every pair too; an unreadable pair is named and skipped
+    (pairs / "broken_L.png").write_bytes(b"not a png")
+    (pairs / "broken_R.png").write_bytes(b"not a png")
+    capsys.readouterr()
+    assert cli_main(["refocus", str(pairs), "-o", str(tmp_path / "t"), "--text", "background"]) == 2
+    err = capsys.readouterr().err
+    assert "skipped broken" in err and "1 pair(s) skipped (broken)" in err
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["far.png", "near.png"]
+    (pairs / "broken_L.png").unlink()
+    (pairs / "broken_R.png").unlink()
+    # a sweep of a folder: one sub-folder per pair, each with its own frames and record
+    assert cli_main(["sweep", str(pairs), "-o", str(tmp_path / "s"), "--steps", "3", "--quality", "preview"]) == 0
+    for name in ("near", "far"):
+        record = json.loads((tmp_path / "s" / name / "sweep.json").read_text())
+        assert record["pair"]["left"].endswith(f"{name}_L.png") and len(record["frames"]) == 3
+    # again into the same folder: refused before any pair runs, nothing rewritten
+    stamp = (tmp_path / "s" / "far" / "sweep_0.png").stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli_main(["sweep", str(pairs), "-o", str(tmp_path / "s"), "--steps", "3"]) == 2
+    assert "already holds a sweep" in capsys.readouterr().err
+    assert (tmp_path / "s" / "far" / "sweep_0.png").stat().st_mtime_ns == stamp

@@ -111,8 +111,9 @@ def _several_pairs(args: argparse.Namespace) -> list | None:
 
 
 def _for_each_pair(pairs: list, args: argparse.Namespace, work) -> int:
-    """``work(pair, output name)`` for every pair of a folder; a pair that cannot be read is reported
-    and skipped (nothing written for it), the others still run; exit 2 if any was skipped."""
+    """``work(pair, output name)`` for every pair of a folder; a pair that cannot be read, or whose
+    focus target finds nothing in it, is reported and skipped (nothing written for it), the others
+    still run; exit 2 if any was skipped."""
     levels = {"black_level": args.black_level, "white_level": args.white_level}
     names: dict[str, int] = {}
     failed = []
@@ -120,14 +121,13 @@ def _for_each_pair(pairs: list, args: argparse.Namespace, work) -> int:
         names[name] = names.get(name, 0) + 1
         try:
             pair = load_pair(left, right, **levels)
-        except DPPairError as exc:
+            work(pair, name if names[name] == 1 else f"{name}_{names[name]}")
+        except (DPPairError, FocusError) as exc:
             print(f"dpfocus {args.command}: skipped {name}: {exc}", file=sys.stderr)
             failed.append(name)
-            continue
-        work(pair, name if names[name] == 1 else f"{name}_{names[name]}")
     print(f"{len(pairs) - len(failed)} of {len(pairs)} pairs done into {args.output}")
     if failed:
-        print(f"dpfocus {args.command}: error: {len(failed)} pair(s) could not be read ({', '.join(failed)}); fix or remove them and run again",
+        print(f"dpfocus {args.command}: error: {len(failed)} pair(s) skipped ({', '.join(failed)}); fix or remove them and run again",
               file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
@@ -177,13 +177,15 @@ def _focus_mask_from_args(args: argparse.Namespace, pair: DPPair):
     """(kind, value) of the focus target, validated against the pair before any analysis runs."""
     from .refocus import box_mask, point_mask
 
-    h, w = pair.shape[:2]
     if args.text is not None:
         if not any(c.isalnum() for c in args.text):
             raise UsageError("--text is empty; describe the region, e.g. --text 'nearest object'")
         clip = _clip_model(args)  # checkpoints load (and fail) before the analysis runs
         sam = _sam_model(args) if clip is not None else None  # SAM only proposes regions for CLIP
         return {"prompt": ("text", args.text, sam, clip)}
+    if args.disparity is not None:
+        return {"d_trg": args.disparity}
+    h, w = pair.shape[:2]
     if args.mask is not None:
         mask, _ = read_image(args.mask)
         mask = (mask.max(axis=2) if mask.ndim == 3 else mask) > 0.5
@@ -200,8 +202,6 @@ def _focus_mask_from_args(args: argparse.Namespace, pair: DPPair):
         box_mask((h, w), *args.box)
         sam = _sam_model(args)
         return {"prompt": ("box", tuple(args.box), sam, None)} if sam is not None else {"box": tuple(args.box)}
-    if args.disparity is not None:
-        return {"d_trg": args.disparity}
     raise UsageError("give a focus target: --mask M.png, --point X Y, --box X0 Y0 X1 Y1, --text \"...\" or --disparity D")
 
 
@@ -229,22 +229,38 @@ def _cmd_refocus(args: argparse.Namespace) -> int:
         return _cmd_refocus_record(args)
     if args.left is None:
         raise UsageError("give the DP pair to refocus (LEFT [RIGHT]), or --record record.json from an export")
-    from .refocus import RefocusPreview, check_controls, focus_disparity, render_refocus
+    from .refocus import check_controls
 
     check_controls(args.strength, args.tolerance)
+    pairs = _several_pairs(args)
+    if pairs:  # a folder of pairs: one target that fits every pair, OUT is a folder of <pair name>.png
+        from .analysis import require_backend
+
+        if args.text is None and args.disparity is None:
+            raise UsageError(f"{args.left} holds {len(pairs)} pairs: give a target that fits every pair (--text or --disparity), "
+                             "or refocus one pair's file with --mask / --point / --box")
+        folder = _output_folder(args.output, "the refocused images of a folder of pairs")
+        require_backend(args.backend)
+        target = _focus_mask_from_args(args, None)  # checkpoints load once, before any pair runs
+        folder.mkdir(parents=True, exist_ok=True)
+        return _for_each_pair(pairs, args, lambda pair, name: _refocus_into(pair, _check_output_file(str(folder / f"{name}.png"), pair), target, args))
     pair = _load(args)
     out = _check_output_file(args.output, pair)
-    target = _focus_mask_from_args(args, pair)
+    _refocus_into(pair, out, _focus_mask_from_args(args, pair), args)
+    return 0
+
+
+def _refocus_into(pair: DPPair, out: Path, target: dict, args: argparse.Namespace) -> None:
+    from .refocus import RefocusPreview, focus_disparity, render_refocus
+
     analysis = _analyze(pair, args)
-    target = _resolve_prompt_target(target, analysis)
-    d_trg = focus_disparity(analysis, **target)
+    d_trg = focus_disparity(analysis, **_resolve_prompt_target(target, analysis))
     if args.quality == "preview":
         img = _full_size(RefocusPreview(analysis).render(d_trg, args.strength, args.tolerance), pair)
     else:
         img = render_refocus(analysis, d_trg, args.strength, args.tolerance)
     save_image(out, img, _output_bits(pair))
     print(f"{out}: refocused at d_trg = {d_trg:.3f} px, strength {args.strength:g}, tolerance {args.tolerance:g} ({args.quality})")
-    return 0
 
 
 def _full_size(img: np.ndarray, pair: DPPair) -> np.ndarray:
@@ -266,20 +282,41 @@ SWEEP_RECORD = "sweep.json"
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     """A focal stack: the focal plane swept from the nearest to the farthest surface, one image per step."""
-    from .refocus import check_controls, focus_sweep, sweep_disparities
+    from .analysis import require_backend
+    from .refocus import check_controls
 
     check_controls(args.strength, args.tolerance)
     if args.steps < 2:
         raise UsageError(f"--steps {args.steps}: a sweep needs at least 2 steps")
     if args.range is not None and not np.isfinite(args.range).all():
         raise UsageError(f"--range {args.range[0]:g} {args.range[1]:g}: give two finite disparities in px (NEAR FAR)")
-    out = _output_folder(args.output, "the sweep's images")
     if args.frame_ms < 10:
         raise UsageError(f"--frame-ms {args.frame_ms}: give at least 10 ms per frame")
-    earlier = sorted(out.glob("sweep*")) if out.is_dir() else []
+    out = _output_folder(args.output, "the sweep's images")
+    pairs = _several_pairs(args)
+    if pairs:  # a folder of pairs: OUT/<pair name>/ each
+        require_backend(args.backend)
+        for _, _, name, _ in pairs:  # every pair's folder is checked before any pair runs
+            _new_sweep_folder(out / name)
+        return _for_each_pair(pairs, args, lambda pair, name: _sweep_into(pair, _new_sweep_folder(out / name), args))
+    _new_sweep_folder(out)
+    _sweep_into(_load(args), out, args)
+    return 0
+
+
+def _new_sweep_folder(folder: Path) -> Path:
+    """``folder`` unless it already holds a sweep (earlier results are never overwritten)."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder}: exists and is not a folder; give a folder for the sweep's images")
+    earlier = sorted(folder.glob("sweep*")) if folder.is_dir() else []
     if earlier:
-        raise UsageError(f"{out}: already holds a sweep ({earlier[0].name}); choose a new folder (earlier results are never overwritten)")
-    pair = _load(args)
+        raise UsageError(f"{folder}: already holds a sweep ({earlier[0].name}); choose a new folder (earlier results are never overwritten)")
+    return folder
+
+
+def _sweep_into(pair: DPPair, out: Path, args: argparse.Namespace) -> None:
+    from .refocus import focus_sweep, sweep_disparities
+
     digits = len(str(args.steps - 1))
     frames = [_check_output_file(str(out / f"sweep_{i:0{digits}d}.png"), pair) for i in range(args.steps)]
     analysis = _analyze(pair, args)
@@ -310,7 +347,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{out / 'sweep.gif'}: {len(images)} frames, {args.frame_ms} ms each")
     (out / SWEEP_RECORD).write_text(json.dumps(record, indent=2))
     print(f"{out / SWEEP_RECORD}: {len(entries)} focus planes from {disparities[0]:+.3f} to {disparities[-1]:+.3f} px ({args.quality})")
-    return 0
 
 
 def _cmd_deblur(args: argparse.Namespace) -> int:
@@ -496,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("refocus", help="refocus a DP pair on a mask, point, box or text, or reproduce an export")
     pair_args(p, optional_pair=True)
     p.add_argument("--record", help="record.json of a napari export: reproduce that image (pair, backend, target, controls)")
-    p.add_argument("-o", "--output", required=True, help="output image (.png keeps the input bit depth, or .tif)")
+    p.add_argument("-o", "--output", required=True, help="output image (.png keeps the input bit depth, or .tif); "
+                   "for a folder of several pairs with --text or --disparity: a folder of <pair name>.png")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--mask", help="image whose non-zero pixels are the region to focus on")
     target.add_argument("--point", type=float, nargs=2, metavar=("X", "Y"), help="focus on the region around a pixel")
@@ -517,7 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="focal stack: refocus from the nearest to the farthest surface, one image per step")
     pair_args(p)
-    p.add_argument("-o", "--output", required=True, help="new output folder (sweep_NN.png, sweep.json, sweep.gif with --gif)")
+    p.add_argument("-o", "--output", required=True, help="new output folder (sweep_NN.png, sweep.json, sweep.gif with --gif; "
+                   "for a folder of several pairs: one sub-folder per pair)")
     p.add_argument("--steps", type=int, default=12, help="number of focus planes (default 12, at least 2)")
     p.add_argument("--range", type=float, nargs=2, metavar=("NEAR", "FAR"),
                    help="first and last focus disparity in px (default: the nearest and farthest surface)")
