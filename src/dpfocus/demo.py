@@ -160,6 +160,16 @@ def _screenshot_in_child(sample: str, path: Path) -> bool:
     return True
 
 
+def sweep_strip(analysis, planes: int = 6, gap: int = 4) -> np.ndarray:
+    """A focus sweep's preview planes side by side, nearest focus on the left (a white gap between)."""
+    from .refocus import focus_sweep, sweep_disparities
+
+    frames = [img for _, img in focus_sweep(analysis, sweep_disparities(analysis, planes))]
+    spacer = np.ones((frames[0].shape[0], gap, *frames[0].shape[2:]), np.float32)
+    parts = [part for frame in frames for part in (frame, spacer)][:-1]
+    return np.concatenate(parts, axis=1)
+
+
 def run_headless(out_dir: str | os.PathLike, sample: str = "garden", screenshot: bool = True) -> dict[str, Path]:
     """Run the demo pipeline without a window and write its pictures into ``out_dir``."""
     out = Path(out_dir)
@@ -183,6 +193,7 @@ def run_headless(out_dir: str | os.PathLike, sample: str = "garden", screenshot:
     )
     written["all_in_focus"] = save_image(out / f"{sample}_aif.png", analysis.aif, 8)
     written["refocused"] = save_image(out / f"{sample}_refocused.png", refocused, 8)
+    written["focus_sweep"] = save_image(out / f"{sample}_focus_sweep.png", sweep_strip(analysis), 8)
     if screenshot:
         with virtual_display() as ok:
             if ok and _screenshot_in_child(sample, out / "viewer.png"):
