@@ -440,3 +440,25 @@ def test_noise_variance_map_recovers_poisson_gaussian_noise(rng):
     assert 0.8 < np.median(var[dark] / true[dark]) < 1.25  # measured 1.02
     assert 0.8 < np.median(var[bright] / true[bright]) < 1.25  # measured 1.01
     assert np.median(var[bright]) > 20 * np.median(var[dark])  # shot noise: bright pixels are noisier
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda f: (f / "analysis.json").write_text("{not json"), "analysis.json: not readable JSON"),
+        (lambda f: (f / "analysis.json").write_text("[1, 2]"), "analysis.json: not an analysis record"),
+        (lambda f: (f / "coc.tif").write_bytes(b"II*\x00 truncated"), "coc.tif: "),
+        (lambda f: save_image(f / "aif.png", np.zeros((10, 12, 3), np.float32)), "disparity.tif: is 96x64 but aif.png is 12x10"),
+        (lambda f: (f / "kernels.npz").write_bytes(b"PK nope"), "kernels.npz: not a kernel bank"),
+        (lambda f: (f / "kernel_index.tif").unlink(), "not an analysis folder (missing kernel_index.tif)"),
+    ],
+)
+def test_a_damaged_analysis_folder_is_named_in_one_line(tmp_path, rng, damage, message):
+    from dpfocus.io import DPPairError
+
+    pair, _ = plane_pair(rng, 3.0, 64, 96)
+    save_analysis(analyze(pair), tmp_path / "out")
+    damage(tmp_path / "out")
+    with pytest.raises(DPPairError) as err:
+        load_analysis(tmp_path / "out")
+    assert message in str(err.value) and "\n" not in str(err.value)

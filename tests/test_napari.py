@@ -95,3 +95,27 @@ def test_analysis_layers_in_a_real_viewer(make_napari_viewer, rng):
     assert disp.metadata["dpfocus"]["units"] == "px"
     kidx = viewer.layers["microscope kernel index"]
     assert "coc_px" in kidx.features and len(kidx.features) == len(analysis.kernel_cocs)
+
+
+def test_an_analysis_folder_whose_views_moved_opens_its_maps_and_says_so(make_napari_viewer, tmp_path, monkeypatch):
+    from dpfocus.analysis import analyze, save_analysis
+    from dpfocus.io import load_pair
+    from dpfocus.napari import _reader, _widgets
+    from dpfocus.scenes import SceneConfig, generate_scene
+
+    scene = generate_scene(3, SceneConfig(height=96, width=144, with_refocus=False))
+    save_image(tmp_path / "moved_L.png", scene.left)
+    save_image(tmp_path / "moved_R.png", scene.right)
+    analysis = analyze(load_pair(tmp_path / "moved_L.png"))
+    save_analysis(analysis, tmp_path / "maps")
+    (tmp_path / "moved_L.png").unlink()
+    messages = []
+    monkeypatch.setattr(_reader, "_notify", lambda message, error=True: messages.append((message, error)))
+    assert get_reader(str(tmp_path / "maps")) is not None
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "maps"), plugin="napari-dpfocus")
+    assert sorted(layer.name for layer in viewer.layers) == sorted(
+        f"moved {s}" for s in ("disparity", "CoC", "kernel index", "all-in-focus", "confidence"))
+    assert "views" in messages[-1][0] and "are not there" in messages[-1][0] and messages[-1][1] is False
+    np.testing.assert_allclose(viewer.layers["moved disparity"].data, analysis.disparity)
+    assert (analysis.meta["pair_id"], "classical") in _widgets.ANALYSES

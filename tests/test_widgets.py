@@ -340,3 +340,47 @@ def test_focus_sweep_stack_layer_and_focus_on_a_plane(analysed, monkeypatch):
     count = len(viewer.layers)
     focus.sweep_steps.setValue(4)
     assert focus.sweep() is layer and layer.data.shape[0] == 4 and len(viewer.layers) == count
+
+
+def test_opening_an_analysis_folder_adds_its_maps_and_refocuses_without_running_it(make_napari_viewer, tmp_path, monkeypatch, qtbot):
+    from dpfocus.cli import main as cli_main
+    from dpfocus.napari import _reader
+    from dpfocus.samples import sample_dir
+
+    _widgets.ANALYSES.clear()
+    assert cli_main(["analyze", str(sample_dir("garden") / "garden_L.png"), "-o", str(tmp_path / "out")]) == 0
+    viewer = make_napari_viewer()
+    focus = docked(viewer, FocusWidget)
+    inspector = docked(viewer, KernelInspectorWidget)
+    assert focus.session is None  # nothing analysed yet
+    analyze_calls = []
+    monkeypatch.setattr(_widgets, "analyze_steps", lambda *a, **k: analyze_calls.append(a))
+    layers = viewer.open(str(tmp_path / "out"), plugin="napari-dpfocus")
+    names = [layer.name for layer in layers]
+    for suffix in ("[L]", "[R]", "disparity", "CoC", "kernel index", "all-in-focus", "confidence"):
+        assert f"garden {suffix}" in names
+    disparity = viewer.layers["garden disparity"]
+    assert disparity.metadata["dpfocus"]["source"] == str(tmp_path / "out")
+    # the docks offer the pair once the folder's layers are in, and put the focus layers above them
+    qtbot.waitUntil(lambda: focus.pair.currentText() == "garden (classical)", timeout=5000)
+    qtbot.waitUntil(lambda: inspector.analysis is focus.session.analysis, timeout=5000)
+    order = [layer.name for layer in viewer.layers]
+    assert order.index("garden focus mask") > order.index("garden disparity")
+    np.testing.assert_array_equal(focus.session.analysis.disparity, disparity.data)
+    mask = np.zeros(focus.session.analysis.shape, np.uint8)
+    mask[150:200, 250:300] = 1
+    viewer.layers["garden focus mask"].data = mask
+    assert "garden refocused" in viewer.layers and focus.session.d_trg == pytest.approx(float(disparity.data[150:200, 250:300].mean()))
+    inspector.inspect_pixel(175.0, 275.0)
+    assert inspector.picked is not None and "pixel (x=275, y=175)" in inspector.pixel_label.text()
+    # the analysis dock finds it cached for the same pair and backend: nothing runs again
+    dock = docked(viewer, AnalysisWidget)
+    dock.run(blocking=True)
+    assert "cached" in dock.status.text() and not analyze_calls
+    # a damaged folder: one notification naming the file, no layers, no traceback
+    messages = []
+    monkeypatch.setattr(_reader, "_notify", lambda message, error=True: messages.append(message))
+    (tmp_path / "out" / "coc.tif").write_bytes(b"II*\x00 truncated")
+    count = len(viewer.layers)
+    assert _reader.get_reader(str(tmp_path / "out"))(str(tmp_path / "out")) == []
+    assert "coc.tif: " in messages[-1] and "re-run `dpfocus analyze`" in messages[-1] and len(viewer.layers) == count

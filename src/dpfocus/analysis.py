@@ -309,33 +309,71 @@ def save_analysis(analysis: Analysis, folder: str | Path, bit_depth: int | None 
 
 
 def load_analysis(folder: str | Path) -> Analysis:
-    """Read back what :func:`save_analysis` (or ``dpfocus analyze``) wrote."""
+    """Read back what :func:`save_analysis` (or ``dpfocus analyze``) wrote.
+
+    DPPairError with one line naming the file and what is wrong: a missing, unreadable or
+    truncated file, a record that is not the project's JSON, or maps of different sizes.
+    """
     import tifffile
 
     from .io import DPPairError
 
     folder = Path(folder)
+    if not folder.is_dir():
+        raise DPPairError(f"{folder}: not a folder; give the folder `dpfocus analyze -o` wrote")
     missing = [name for name in ANALYSIS_FILES.values() if not (folder / name).exists()]
     if missing:
         raise DPPairError(f"{folder}: not an analysis folder (missing {', '.join(missing)}); run `dpfocus analyze` first")
-    record = json.loads((folder / ANALYSIS_FILES["record"]).read_text())
+    record_path = folder / ANALYSIS_FILES["record"]
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DPPairError(f"{record_path}: not readable JSON ({exc}); re-run `dpfocus analyze`") from None
+    if not isinstance(record, dict) or "J" not in record or "backend" not in record:
+        raise DPPairError(f"{record_path}: not an analysis record (no J or backend); re-run `dpfocus analyze`")
     if record.get("render_psf") is not None:
         try:
             render_psf_from_spec(record["render_psf"])
         except (ValueError, TypeError, AttributeError) as exc:
-            raise DPPairError(f"{folder / ANALYSIS_FILES['record']}: {exc}; re-run `dpfocus analyze`") from None
-    bank = np.load(folder / ANALYSIS_FILES["kernels"])
+            raise DPPairError(f"{record_path}: {exc}; re-run `dpfocus analyze`") from None
+
+    def read(key: str, reader) -> np.ndarray:
+        path = folder / ANALYSIS_FILES[key]
+        try:
+            return reader(path)
+        except DPPairError:
+            raise
+        except Exception as exc:  # tifffile / numpy raise many kinds for a truncated or foreign file
+            raise DPPairError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); re-run `dpfocus analyze`") from None
+
+    maps = {key: read(key, tifffile.imread) for key in ("disparity", "confidence", "coc", "kernel_index")}
+    aif = read("aif", lambda p: read_image(p)[0])
+    try:
+        with np.load(folder / ANALYSIS_FILES["kernels"]) as bank:
+            cocs, left, right = bank["cocs"], bank["left"], bank["right"]
+    except Exception as exc:
+        raise DPPairError(f"{folder / ANALYSIS_FILES['kernels']}: not a kernel bank ({type(exc).__name__}: {exc}); re-run `dpfocus analyze`") from None
+    photo = read_image(folder / PHOTO_FILE)[0] if (folder / PHOTO_FILE).exists() else None
+    shape = aif.shape[:2]
+    for key, arr in [*maps.items(), ("photo", photo)]:
+        if arr is not None and (arr.ndim < 2 or arr.shape[:2] != shape):
+            name = PHOTO_FILE if key == "photo" else ANALYSIS_FILES[key]
+            size = f"{arr.shape[1]}x{arr.shape[0]}" if arr.ndim >= 2 else f"not an image (shape {arr.shape})"
+            raise DPPairError(f"{folder / name}: is {size} but {ANALYSIS_FILES['aif']} is {shape[1]}x{shape[0]}; "
+                              "it is damaged or from another analysis, re-run `dpfocus analyze`")
+    if not (len(cocs) == len(left) == len(right)) or int(maps["kernel_index"].max(initial=0)) >= len(cocs):
+        raise DPPairError(f"{folder / ANALYSIS_FILES['kernels']}: holds {len(cocs)} kernels, fewer than the kernel index uses; re-run `dpfocus analyze`")
     return Analysis(
-        disparity=tifffile.imread(folder / ANALYSIS_FILES["disparity"]),
-        confidence=tifffile.imread(folder / ANALYSIS_FILES["confidence"]),
-        coc=tifffile.imread(folder / ANALYSIS_FILES["coc"]),
-        kernel_index=tifffile.imread(folder / ANALYSIS_FILES["kernel_index"]),
-        kernel_cocs=bank["cocs"],
-        kernels_left=bank["left"],
-        kernels_right=bank["right"],
-        aif=read_image(folder / ANALYSIS_FILES["aif"])[0],
+        disparity=maps["disparity"],
+        confidence=maps["confidence"],
+        coc=maps["coc"],
+        kernel_index=maps["kernel_index"],
+        kernel_cocs=cocs,
+        kernels_left=left,
+        kernels_right=right,
+        aif=aif,
         coc_per_disparity=float(record["J"]),
         backend=record["backend"],
         meta={k: v for k, v in record.items() if k not in ("J", "files")},
-        photo=read_image(folder / PHOTO_FILE)[0] if (folder / PHOTO_FILE).exists() else None,
+        photo=photo,
     )

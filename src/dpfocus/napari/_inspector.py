@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout
 from ..analysis import Analysis
 from ..kernels import PixelKernels, crop_to_support, kernel_atlas, kernel_usage, pixel_kernels
 from ..refocus import FocusError
-from ._widgets import EVENTS, _bind, _guarded, _info, _notify, analysed_pairs, refill_pair_box
+from ._widgets import EVENTS, _bind, _guarded, _info, _notify, analysed_pairs, refill_pair_box, refresh_on_new_pair
 
 HISTOGRAM_DELAY_MS = 300
 FIGURE_BG, FIGURE_FG = "#262930", "#d1d2d4"  # napari's dark theme
@@ -70,6 +70,7 @@ class KernelInspectorWidget(QWidget):
         self.viewer.mouse_drag_callbacks.append(self._on_canvas_press)
         _bind(self.viewer, "Shift-K", lambda: self.picked is not None and self.index.setValue(self.picked.top[0][0]))
         EVENTS.analysis_ready.connect(self._analysis_ready)
+        refresh_on_new_pair(self, self.viewer, self.refresh_pairs, lambda: {pid for pid, _ in self._analyses.values()})
         self.refresh_pairs()
 
     def _analysis_ready(self, analysis: Analysis) -> None:

@@ -1,4 +1,6 @@
-"""Reader contribution: either view of a DP pair, a folder with one pair, or both files."""
+"""Reader contribution: either view of a DP pair, a folder with one pair, or both files; and an
+analysis folder (``dpfocus analyze -o`` or an export's ``analysis/``), whose maps open as layers
+and whose analysis the focus dock and the kernel inspector use without running it again."""
 
 from __future__ import annotations
 
@@ -6,8 +8,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from ..analysis import ANALYSIS_FILES
 from ..io import DPPairError, load_pair, looks_like_pair
-from ._layers import pair_layer_data
+from ._layers import analysis_layer_data, layer_name, pair_layer_data
 
 PathLike = str | os.PathLike
 
@@ -21,6 +24,8 @@ def get_reader(path: PathLike | list[PathLike]) -> Callable | None:
             if len(path) != 1:
                 return None
             path = path[0]
+        if Path(path).is_dir() and (Path(path) / ANALYSIS_FILES["record"]).is_file():
+            return lambda _: _read_analysis(Path(path))
         if looks_like_pair(path):
             return lambda _: _read(Path(path))
     except Exception:  # a reader lookup must never break napari's open dialog
@@ -36,10 +41,49 @@ def _read(left: Path, right: Path | None = None) -> list[tuple[Any, dict, str]]:
         return []
 
 
-def _notify(message: str) -> None:
-    try:
-        from napari.utils.notifications import show_error
+def _read_analysis(folder: Path) -> list[tuple[Any, dict, str]]:
+    """The pair's views (when its files are still where the analysis found them) and the maps; the
+    analysis joins the session's analyses, so refocusing and the inspector work at once."""
+    from ..analysis import load_analysis
 
-        show_error(f"DP Focus: {message}")
+    try:
+        analysis = load_analysis(folder)
+    except DPPairError as exc:
+        _notify(str(exc))
+        return []
+    meta = analysis.meta
+    stem = meta.get("pair_name") or folder.name
+    pair_id = meta.setdefault("pair_id", str(folder.resolve()))
+    layers = []
+    left, right = meta.get("left_path"), meta.get("right_path")
+    if left and right and Path(left).is_file() and Path(right).is_file():
+        try:
+            pair = load_pair(left, right)
+            if pair.shape[:2] == analysis.shape:
+                layers = pair_layer_data(pair)
+                for _, kwargs, _ in layers:  # the same pair, named as the analysis names it
+                    info = kwargs["metadata"]["dpfocus"]
+                    kwargs["name"] = layer_name(stem, info["kind"])
+                    info.update(pair_id=pair_id, name=stem)
+        except DPPairError:
+            layers = []
+    if not layers:
+        _notify(f"{folder}: the pair's views ({left or 'not recorded'}) are not there; the maps open and refocusing works, "
+                "but the analysis dock needs the views to run again", error=False)
+    for data, kwargs, kind in analysis_layer_data(analysis, stem):
+        kwargs["metadata"]["dpfocus"]["pair_id"] = pair_id
+        kwargs["metadata"]["dpfocus"]["source"] = str(folder)
+        layers.append((data, kwargs, kind))
+    from ._widgets import register_analysis
+
+    register_analysis(analysis)
+    return layers
+
+
+def _notify(message: str, error: bool = True) -> None:
+    try:
+        from napari.utils.notifications import show_error, show_info
+
+        (show_error if error else show_info)(f"DP Focus: {message}")
     except Exception:
         pass

@@ -47,6 +47,36 @@ class _Events:
 EVENTS = _Events()
 
 
+def register_analysis(analysis: Analysis) -> None:
+    """Make an analysis made elsewhere (read from a folder) one of this session's: the docks list its
+    pair once its layers are in the viewer (see :func:`refresh_on_new_pair`)."""
+    ANALYSES[(analysis.meta["pair_id"], analysis.backend)] = analysis
+
+
+def refresh_on_new_pair(widget: QWidget, viewer, refresh, listed) -> None:
+    """Call ``refresh(prefer=pair_id)`` when a layer of an analysed pair that is not among ``listed()``
+    (the pair ids the dock offers) is added: an analysis folder opened after the dock."""
+    alive = _guarded(widget)
+    pending: set[str] = set()
+
+    def run(pair_id: str) -> None:
+        pending.discard(pair_id)
+        if alive[0] and pair_id not in listed():
+            refresh(prefer=pair_id)
+
+    def inserted(event: Any) -> None:
+        if not alive[0]:
+            viewer.layers.events.inserted.disconnect(inserted)
+            return
+        pair_id = _info(event.value).get("pair_id")
+        if pair_id and pair_id not in pending and any(key[0] == pair_id for key in ANALYSES) and pair_id not in listed():
+            # once the reader's other layers are in too, so the focus layers the dock adds go on top
+            pending.add(pair_id)
+            QTimer.singleShot(0, lambda: run(pair_id))
+
+    viewer.layers.events.inserted.connect(inserted)
+
+
 def _await_workers_at_exit() -> None:
     # a render still running when Python shuts down would emit into deleted Qt objects
     try:
@@ -504,6 +534,7 @@ class FocusWidget(QWidget):
         ):
             _bind(self.viewer, key, action)
         EVENTS.analysis_ready.connect(self._analysis_ready)
+        refresh_on_new_pair(self, self.viewer, self.refresh_pairs, lambda: set(self._names.values()))
         if self.sam_path.text() or self.clip_path.text():
             self.load_models()
         self.refresh_pairs()
