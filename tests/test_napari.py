@@ -119,3 +119,21 @@ def test_an_analysis_folder_whose_views_moved_opens_its_maps_and_says_so(make_na
     assert "views" in messages[-1][0] and "are not there" in messages[-1][0] and messages[-1][1] is False
     np.testing.assert_allclose(viewer.layers["moved disparity"].data, analysis.disparity)
     assert (analysis.meta["pair_id"], "classical") in _widgets.ANALYSES
+
+
+def test_writer_saves_a_stack_as_one_png_per_plane_or_one_tiff(make_napari_viewer, tmp_path):
+    import tifffile
+
+    from dpfocus.io import read_image
+
+    viewer = make_napari_viewer()
+    stack = np.random.default_rng(0).random((3, 8, 10, 3)).astype(np.float32)
+    layer = viewer.add_image(stack, name="s focus sweep", rgb=True, metadata={"dpfocus": {"kind": "focus_sweep", "bit_depth": 8}})
+    written = layer.save(str(tmp_path / "sweep.png"), plugin="napari-dpfocus")
+    assert [p.rsplit("/", 1)[-1] for p in written] == ["sweep_0.png", "sweep_1.png", "sweep_2.png"]
+    back, bits = read_image(tmp_path / "sweep_2.png")
+    assert bits == 8 and back.shape == (8, 10, 3)
+    np.testing.assert_allclose(back, stack[2], atol=1 / 255)
+    grey = viewer.add_image(stack[..., 0], name="g focus sweep", metadata={"dpfocus": {"kind": "focus_sweep"}})
+    grey.save(str(tmp_path / "grey.tif"), plugin="napari-dpfocus")
+    assert tifffile.imread(tmp_path / "grey.tif").shape == (3, 8, 10)

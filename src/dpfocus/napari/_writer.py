@@ -2,7 +2,8 @@
 
 Images keep their pair's bit depth (PNG or TIFF); float maps (disparity, CoC, confidence) go to
 float32 TIFF whatever the extension asked; labels (kernel index, focus mask) go to 8/16-bit PNG or
-TIFF. Returns the written paths, as napari expects.
+TIFF; a stack (the focus sweep) goes to one multi-page TIFF, or to one PNG per plane
+(``NAME_00.png``, ...). Returns the written paths, as napari expects.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
         arr = arr.astype(np.float32) / 255
     elif arr.dtype == np.uint16:
         arr = arr.astype(np.float32) / 65535
+    image_ndim = 3 if meta.get("rgb", arr.ndim == 3 and arr.shape[-1] in (3, 4)) else 2
+    if arr.ndim > image_ndim and target.suffix.lower() not in (".tif", ".tiff"):  # a stack: one image per plane
+        planes = arr.reshape(-1, *arr.shape[arr.ndim - image_ndim:])
+        digits = len(str(len(planes) - 1))
+        return [str(save_image(target.with_name(f"{target.stem}_{i:0{digits}d}{target.suffix}"), plane, bits))
+                for i, plane in enumerate(planes)]
     return [str(save_image(target, arr, bits))]
 
 
