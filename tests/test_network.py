@@ -329,3 +329,93 @@ def test_refocusing_a_network_analysis_blurs_like_the_scene():
     target = scene.refocused[obj["label"]]
     img = render_refocus(analysis, focus_disparity(analysis, mask=scene.labels == obj["label"]))
     assert psnr(img, target) > psnr(scene.combined, target) + 2.0  # measured 38.78 against 35.24 dB
+
+
+def dpdd_folder(root, n=3, h=96, w=128, split="train"):
+    """A DPDD-layout folder of real-looking pairs (rendered scenes saved as 16-bit PNGs)."""
+    from dpfocus.io import save_image
+    from dpfocus.scenes import SceneConfig, generate_scene
+
+    for i in range(n):
+        scene = generate_scene(40 + i, SceneConfig(height=h, width=w, with_refocus=False))
+        for sub, img in ((f"{split}_l/source", scene.left), (f"{split}_r/source", scene.right),
+                         (f"{split}_c/source", scene.combined), (f"{split}_c/target", scene.aif)):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            save_image(root / sub / f"{i:03d}.png", img)
+    return root
+
+
+def test_training_mixes_real_pairs_whose_depth_terms_are_left_out(tmp_path):
+    from dpfocus.io import read_image
+    from dpfocus.nn.data import RealPairPool
+
+    folder = dpdd_folder(tmp_path / "dpdd")
+    pool = RealPairPool(folder, seed=0, size=2, refresh=3)
+    assert len(pool.pairs) == 3 and pool.smallest_side() == 96
+    sampler = SceneSampler(None, seed=0, crop=64, real=pool, real_fraction=0.5)
+    batch = sampler.batch(8)
+    assert batch.has_depth.any() and not batch.has_depth.all()  # both kinds in one batch
+    real = ~batch.has_depth
+    assert np.all(batch.disparity[real] == 0) and np.all(batch.J[real] == 0)
+    # a real crop's sharp target is the pair's own target file, cropped (up to the sampler's flips)
+    targets = [read_image(folder / "train_c" / "target" / f"{i:03d}.png")[0] for i in range(3)]
+    crop = batch.aif[real][0].transpose(1, 2, 0)
+    variants = [crop, crop[:, ::-1], crop[::-1], crop[::-1, ::-1]]
+    assert any(np.abs(t[y : y + 64, x : x + 64] - v).max() < 1e-4 for t in targets for v in variants
+               for y in range(0, 33) for x in range(0, 65))
+    # the loss: synthetic crops alone set the depth terms; real ones only deblur and reblur
+    torch.manual_seed(0)
+    net = DPKernelNet(TINY)
+    cfg = TrainConfig(batch=8, crop=64, net=TINY.to_dict())
+    mixed = losses(net, batch, cfg)
+    from dataclasses import replace
+
+    synthetic_only = replace(batch, **{k: getattr(batch, k)[~real] for k in ("left", "right", "aif", "combined", "disparity", "coc", "J", "has_depth")})
+    alone = losses(net, synthetic_only, cfg)
+    for term in ("coc", "coc_grad", "disparity"):
+        assert float(mixed[term].detach()) == pytest.approx(float(alone[term].detach()), rel=1e-4)
+    all_real = replace(batch, **{k: getattr(batch, k)[real] for k in ("left", "right", "aif", "combined", "disparity", "coc", "J", "has_depth")})
+    only_real = losses(net, all_real, cfg)
+    assert float(only_real["coc"].detach()) == 0 and float(only_real["disparity"].detach()) == 0 and float(only_real["deblur"].detach()) > 0
+    # the pool swaps pairs as it goes, and its state resumes exactly
+    state = pool.state()
+    again = RealPairPool(folder, seed=5, size=2, refresh=3)
+    again.set_state(state)
+    for _ in range(7):
+        a, b = pool.scene(), again.scene()
+        np.testing.assert_array_equal(a["aif"], b["aif"])
+
+
+def test_cli_train_with_a_dpdd_folder(tmp_path, capsys):
+    folder = dpdd_folder(tmp_path / "dpdd")
+    out = tmp_path / "run"
+    assert main(["train", "--config", "tiny", "--dpdd", str(folder), "--dpdd-fraction", "1", "-o", str(out)]) == 0
+    assert "3 real pairs with sharp targets" in capsys.readouterr().out
+    rows = (out / "log.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4
+    header = rows[0].split(",")
+    for row in rows[1:]:  # every crop was real: no depth terms, a deblur term
+        values = dict(zip(header, row.split(",")))
+        assert float(values["coc"]) == 0 and float(values["disparity"]) == 0 and float(values["deblur"]) > 0
+    assert json.loads((out / "config.json").read_text())["dpdd"] == str(folder)
+    assert main(["train", "--config", "tiny", "--dpdd", str(folder), "--steps", "6", "-o", str(out)]) == 0  # resumes
+    load_network(out / "weights.pt")
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--dpdd", "{tmp}/missing"], "missing: not a folder"),
+        (["--dpdd", "{tmp}/empty"], "no dual-pixel pairs with a sharp target"),
+        (["--dpdd", "{tmp}/dpdd", "--dpdd-fraction", "2"], "dpdd_fraction must be a number >= 0 and <= 1"),
+        (["--dpdd-fraction", "0.3"], "--dpdd-fraction needs real pairs"),
+    ],
+)
+def test_cli_train_refuses_a_bad_dpdd_folder(tmp_path, capsys, args, message):
+    dpdd_folder(tmp_path / "dpdd", n=1)
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "run"
+    assert main(["train", "--config", "tiny", "-o", str(out)] + [a.format(tmp=tmp_path) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()

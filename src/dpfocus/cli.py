@@ -458,6 +458,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.shards = args.shards
     if args.init is not None:
         cfg.init = args.init
+    if args.dpdd is not None:
+        cfg.dpdd = args.dpdd
+    if args.dpdd_fraction is not None:
+        if not cfg.dpdd:
+            raise UsageError("--dpdd-fraction needs real pairs to mix in: add --dpdd FOLDER (or a config with \"dpdd\")")
+        cfg.dpdd_fraction = args.dpdd_fraction
     try:
         cfg.check()
         check_training_data(cfg)
@@ -585,6 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", help="folder of training shards (default: the config's; none = render on the fly)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the run folder")
     p.add_argument("--init", help="start from this weights file (fine-tune), e.g. the shipped one")
+    p.add_argument("--dpdd", metavar="FOLDER", help="also train on real DP pairs with sharp targets (DPDD layout: train_l/source, "
+                   "train_r/source, train_c/target; the training split only): deblur and reblur terms")
+    p.add_argument("--dpdd-fraction", type=float, metavar="P", help="with --dpdd: each crop's chance of being real (default 0.5)")
     p.add_argument("--make-shards", type=int, nargs=2, metavar=("FIRST", "COUNT"), help="render COUNT training scenes into -o and stop")
     p.add_argument("--scene-size", type=int, nargs=2, metavar=("H", "W"),
                    help="with --make-shards: the scenes' height and width in px (default 192 256)")

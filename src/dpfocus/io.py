@@ -36,6 +36,7 @@ __all__ = [
     "list_pairs",
     "load_pair",
     "resolve_pair_paths",
+    "dpdd_extras",
 ]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -418,7 +419,7 @@ def _check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) ->
         )
 
 
-def _dpdd_extras(left: Path) -> dict[str, Path]:
+def dpdd_extras(left: Path) -> dict[str, Path]:
     """The DPDD ordinary photo (``*_c/source``) and sharp target (``*_c/target``) for a left view."""
     out = {}
     parts = left.parts
@@ -469,7 +470,7 @@ def load_pair(
     if bits_l != bits_r:
         raise DPPairError(f"{left_path} is {bits_l}-bit but {right_path} is {bits_r}-bit; save both views with the same bit depth")
     pair = DPPair(left=left_img, right=right_img, name=name, left_path=left_path, right_path=right_path, bit_depth=bits_l, layout=layout)
-    for key, path in _dpdd_extras(left_path).items():
+    for key, path in dpdd_extras(left_path).items():
         img, _ = read_image(path)
         if img.shape == left_img.shape:
             setattr(pair, key, img)

@@ -5,7 +5,9 @@ blur from phone-small to DSLR-large (|CoC| up to 25 px), noise, left/right gain 
 8 and 16 bit, and optionally featureless surfaces (sky, plain walls, blown highlights) and
 overexposed crops, which real photos have and the generator's grainy surfaces do not.
 :func:`make_shards` renders scenes into ``.npz`` shards (uint16 images) so training can reuse them;
-:class:`SceneSampler` draws random crops from shards or renders on the fly.
+:class:`SceneSampler` draws random crops from shards or renders on the fly, and, given a
+:class:`RealPairPool`, mixes in crops of real DP pairs with sharp targets (a DPDD-layout folder):
+those carry no disparity, so their crops train the deblur and reblur terms only.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from ..evaluate import HELD_OUT_SEED
 from ..scenes import SceneConfig, generate_scene
 
-__all__ = ["TRAIN_SEED_OFFSET", "training_config", "render_training_scene", "make_shards", "SceneSampler", "Batch"]
+__all__ = ["TRAIN_SEED_OFFSET", "training_config", "render_training_scene", "make_shards", "SceneSampler", "Batch", "RealPairPool", "list_real_pairs"]
 
 TRAIN_SEED_OFFSET = 100_000  # training seeds: TRAIN_SEED_OFFSET + i, far from samples and the benchmark
 
@@ -96,7 +98,10 @@ def make_shards(out_dir: str | Path, first: int, count: int, per_shard: int = 20
 
 @dataclass
 class Batch:
-    """A training batch (N x 3 x H x W float32 images in [0, 1]; disparity/coc N x 1 x H x W, px)."""
+    """A training batch (N x 3 x H x W float32 images in [0, 1]; disparity/coc N x 1 x H x W, px).
+
+    ``has_depth`` (N,) is False for crops of real pairs, whose disparity and CoC are unknown (zeros
+    here; the loss leaves them out)."""
 
     left: np.ndarray
     right: np.ndarray
@@ -105,6 +110,80 @@ class Batch:
     disparity: np.ndarray
     coc: np.ndarray
     J: np.ndarray
+    has_depth: np.ndarray | None = None
+
+
+def list_real_pairs(folder: str | Path) -> list[tuple[Path, Path, str]]:
+    """``(left, right, name)`` of the DP pairs in ``folder`` that come with a sharp target (DPDD:
+    ``*_l/source``, ``*_r/source``, ``*_c/target``). ValueError naming the folder when there are none."""
+    from ..io import DPPairError, dpdd_extras, list_pairs
+
+    try:
+        pairs = list_pairs(folder)
+    except DPPairError as exc:
+        raise ValueError(str(exc)) from None
+    found = [(left, right, name) for left, right, name, _ in pairs if "target" in dpdd_extras(left)]
+    if not found:
+        raise ValueError(f"{folder}: no dual-pixel pairs with a sharp target; give a DPDD-layout folder "
+                         "(train_l/source, train_r/source, train_c/source, train_c/target)")
+    return found
+
+
+class RealPairPool:
+    """Crops of real DP pairs with sharp targets, from a few pairs held in memory at a time.
+
+    A folder of full-size pairs does not fit in memory (DPDD's 350 training pairs would take 16 GB as
+    uint16), so ``size`` pairs are held, and every ``refresh`` crops one of them is replaced by a
+    pair drawn at random. Its state (which pairs, how many crops) goes into the training checkpoint.
+    """
+
+    def __init__(self, folder: str | Path, seed: int = 0, size: int = 8, refresh: int = 16) -> None:
+        self.pairs = list_real_pairs(folder)
+        self.rng = np.random.default_rng(seed + 99)
+        self.size = min(size, len(self.pairs))
+        self.refresh = refresh
+        self.crops = 0
+        self.members = [int(i) for i in self.rng.choice(len(self.pairs), self.size, replace=False)]
+        self._cache: dict[int, dict[str, np.ndarray]] = {}
+
+    def state(self) -> dict:
+        return {"members": list(self.members), "crops": self.crops, "rng": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict) -> None:
+        self.members, self.crops = [int(i) for i in state["members"]], int(state["crops"])
+        self.rng.bit_generator.state = state["rng"]
+        self._cache = {}
+
+    def _load(self, index: int) -> dict[str, np.ndarray]:
+        if index not in self._cache:
+            from ..io import load_pair
+
+            left, right, _ = self.pairs[index]
+            pair = load_pair(left, right)  # DPPairError names an unreadable file
+            images = {"left": pair.left, "right": pair.right, "aif": pair.target,
+                      "combined": pair.combined if pair.combined is not None else (pair.left + pair.right) / 2}
+            rgb = {k: np.repeat(v[..., None], 3, axis=2) if v.ndim == 2 else v for k, v in images.items()}
+            self._cache[index] = {k: np.round(np.clip(v, 0, 1) * 65535).astype(np.uint16) for k, v in rgb.items()}
+        return self._cache[index]
+
+    def smallest_side(self) -> int:
+        """The smaller side of the first pair (crops must fit; DPDD pairs all have one size)."""
+        return min(self._load(self.members[0])["left"].shape[:2])
+
+    def scene(self) -> dict:
+        """One held pair, as a scene dict without depth (disparity and CoC zero, ``has_depth`` False)."""
+        if self.crops and self.crops % self.refresh == 0:
+            slot = int(self.rng.integers(self.size))
+            gone = self.members[slot]
+            self.members[slot] = int(self.rng.integers(len(self.pairs)))
+            if gone not in self.members:
+                self._cache.pop(gone, None)
+        self.crops += 1
+        index = self.members[int(self.rng.integers(self.size))]
+        item = dict(self._load(index))
+        h, w = item["left"].shape[:2]
+        zeros = np.zeros((h, w), np.float16)
+        return {**item, "disparity": zeros, "coc": zeros, "J": np.float32(0.0), "has_depth": False}
 
 
 def list_shards(folder: str | Path) -> list[Path]:
@@ -156,10 +235,12 @@ class SceneSampler:
     """
 
     def __init__(self, shards: list[Path] | None, seed: int = 0, crop: int = 128, scene_size: tuple[int, int] = SCENE_SIZE,
-                 highlight_clip: float = 0.0) -> None:
+                 highlight_clip: float = 0.0, real: RealPairPool | None = None, real_fraction: float = 0.0) -> None:
         self.rng = np.random.default_rng(seed)
         self.crop = crop
         self.highlight_clip = highlight_clip
+        self.real = real
+        self.real_fraction = real_fraction if real is not None else 0.0
         self.scene_size = scene_size
         self.data = None
         self._next_seed = 5_000_000 + seed * 100_000  # on-the-fly scenes never overlap the shards
@@ -170,6 +251,8 @@ class SceneSampler:
         return 0 if self.data is None else len(self.data["J"])
 
     def _scene(self) -> dict:
+        if self.real_fraction and self.rng.uniform() < self.real_fraction:
+            return self.real.scene()
         if self.data is not None:
             i = int(self.rng.integers(len(self)))
             return {k: self.data[k][i] for k in self.data}
@@ -178,9 +261,10 @@ class SceneSampler:
         return {k: (np.round(v * 65535).astype(np.uint16) if k in ("left", "right", "aif", "combined") else v) for k, v in s.items()}
 
     def batch(self, size: int) -> Batch:
-        cols: dict[str, list] = {k: [] for k in ("left", "right", "aif", "combined", "disparity", "coc", "J")}
+        cols: dict[str, list] = {k: [] for k in ("left", "right", "aif", "combined", "disparity", "coc", "J", "has_depth")}
         for _ in range(size):
             s = self._scene()
+            cols["has_depth"].append(bool(s.get("has_depth", True)))
             h, w = s["disparity"].shape
             y = int(self.rng.integers(0, h - self.crop + 1))
             x = int(self.rng.integers(0, w - self.crop + 1))
@@ -200,4 +284,5 @@ class SceneSampler:
             for k in ("disparity", "coc"):
                 cols[k].append(np.ascontiguousarray(item[k])[None])
             cols["J"].append(np.float32(s["J"]))
-        return Batch(**{k: np.stack(v).astype(np.float32) for k, v in cols.items()})
+        has_depth = np.array(cols.pop("has_depth"), bool)
+        return Batch(**{k: np.stack(v).astype(np.float32) for k, v in cols.items()}, has_depth=has_depth)

@@ -2,7 +2,8 @@
 
 ``L = L_deb + L_reb + lambda_coc L_coc + lambda_grad L_coc^grad``: L1 of the all-in-focus image,
 L1 of the reblurred sharp target against the captured photo (the reblur path shares the kernels),
-L1 of the CoC map and of its gradients.
+L1 of the CoC map and of its gradients. With ``dpdd`` (a DPDD-layout folder) a ``dpdd_fraction`` of
+the crops come from real pairs with sharp targets, which train the first two terms only.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import SCENE_SIZE, SceneSampler, list_shards, shard_scene_size
+from .data import SCENE_SIZE, RealPairPool, SceneSampler, list_shards, shard_scene_size
 from .model import DPKernelNet, NetConfig
 
 __all__ = ["TrainConfig", "train", "export_weights", "WEIGHTS_FORMAT"]
@@ -43,6 +44,8 @@ class TrainConfig:
     net: dict = field(default_factory=dict)  # NetConfig fields
     init: str | None = None  # weights file to start from (a fine-tune); its network config replaces `net`
     highlight_clip: float = 0.0  # chance a crop is overexposed (brightened 1.5-4x in linear light and clipped)
+    dpdd: str | None = None  # folder of real DP pairs with sharp targets (DPDD layout: *_l, *_r, *_c/target)
+    dpdd_fraction: float = 0.5  # with `dpdd`: each crop's chance of coming from it
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
@@ -74,11 +77,12 @@ class TrainConfig:
         for name in ("lambda_coc", "lambda_grad", "lambda_disp"):
             number(name)
         number("highlight_clip", at_most=1.0)
+        number("dpdd_fraction", at_most=1.0)
         if not isinstance(self.reblur_loss, bool):
             raise ValueError(f"reblur_loss must be true or false, got {self.reblur_loss!r}")
         if not isinstance(self.net, dict):
             raise ValueError(f"net must be an object of network settings, got {self.net!r}")
-        for name in ("shards", "init"):
+        for name in ("shards", "init", "dpdd"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a path or null, got {getattr(self, name)!r}")
 
@@ -93,22 +97,37 @@ def losses(net: DPKernelNet, batch, cfg: TrainConfig) -> dict[str, torch.Tensor]
     terms = {"deblur": F.l1_loss(out.aif, t["aif"])}
     if cfg.reblur_loss:
         terms["reblur"] = F.l1_loss(net.reblur(t["aif"], out.weights), t["combined"])
-    terms["coc"] = cfg.lambda_coc * F.l1_loss(out.coc, t["coc"])
-    gx, gy = _grad(out.coc)
-    tx, ty = _grad(t["coc"])
-    terms["coc_grad"] = cfg.lambda_grad * (F.l1_loss(gx, tx) + F.l1_loss(gy, ty))
+    # crops of real pairs have no known depth: the CoC and disparity terms see the synthetic ones only
+    depth = torch.from_numpy(batch.has_depth) if batch.has_depth is not None else torch.ones(len(batch.J), dtype=torch.bool)
+    zero = out.coc.sum() * 0
+    if depth.any():
+        coc, true_coc = out.coc[depth], t["coc"][depth]
+        terms["coc"] = cfg.lambda_coc * F.l1_loss(coc, true_coc)
+        gx, gy = _grad(coc)
+        tx, ty = _grad(true_coc)
+        terms["coc_grad"] = cfg.lambda_grad * (F.l1_loss(gx, tx) + F.l1_loss(gy, ty))
+    else:
+        terms["coc"] = terms["coc_grad"] = zero
     if cfg.lambda_disp:
-        d = torch.from_numpy(batch.disparity)
-        dx, dy = _grad(out.disparity)
-        ex, ey = _grad(d)
-        terms["disparity"] = cfg.lambda_disp * (F.l1_loss(out.disparity, d) + F.l1_loss(dx, ex) + F.l1_loss(dy, ey))
+        if depth.any():
+            disp, d = out.disparity[depth], torch.from_numpy(batch.disparity)[depth]
+            dx, dy = _grad(disp)
+            ex, ey = _grad(d)
+            terms["disparity"] = cfg.lambda_disp * (F.l1_loss(disp, d) + F.l1_loss(dx, ex) + F.l1_loss(dy, ey))
+        else:
+            terms["disparity"] = zero
     terms["total"] = sum(terms.values())
     return terms
 
 
 def check_training_data(cfg: TrainConfig) -> list[Path] | None:
     """The config's shard files (None: scenes rendered on the fly). ValueError if its shard folder
-    holds none, or if its crops do not fit inside its scenes (the shards', or ``SCENE_SIZE``)."""
+    holds none, if its crops do not fit inside its scenes (the shards', or ``SCENE_SIZE``), or if
+    its real-pair folder holds no pair with a sharp target or pairs smaller than the crop."""
+    if cfg.dpdd:
+        side = RealPairPool(cfg.dpdd, size=1).smallest_side()
+        if cfg.crop > side:
+            raise ValueError(f"crop {cfg.crop} px does not fit the real pairs in {cfg.dpdd} ({side} px on their smaller side)")
     shards = list_shards(cfg.shards) if cfg.shards else None
     if cfg.shards and not shards:
         raise ValueError(f"{cfg.shards}: no scenes_*.npz shards; render them with `dpfocus train --make-shards 0 2000 -o {cfg.shards}`")
@@ -153,9 +172,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
         step = state["step"]
         np_state = state["sampler_rng"]
         log(f"resumed at step {step}")
-    sampler = SceneSampler(shards, seed=cfg.seed, crop=cfg.crop, highlight_clip=cfg.highlight_clip)
+    real = RealPairPool(cfg.dpdd, seed=cfg.seed) if cfg.dpdd else None
+    if real is not None:
+        log(f"{len(real.pairs)} real pairs with sharp targets in {cfg.dpdd}; {cfg.dpdd_fraction:.0%} of the crops come from them")
+    sampler = SceneSampler(shards, seed=cfg.seed, crop=cfg.crop, highlight_clip=cfg.highlight_clip, real=real, real_fraction=cfg.dpdd_fraction)
     if step:
         sampler.rng.bit_generator.state = np_state
+        if real is not None and state.get("real_pool"):
+            real.set_state(state["real_pool"])
     new_log = not (out / "log.csv").exists() or step == 0
     with open(out / "log.csv", "w" if new_log else "a", newline="") as fh:
         writer = csv.writer(fh)
@@ -179,7 +203,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 tmp = ckpt.with_suffix(".tmp")
                 torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "step": step, "sampler_rng": sampler.rng.bit_generator.state}, tmp)
+                            "step": step, "sampler_rng": sampler.rng.bit_generator.state,
+                            "real_pool": real.state() if real is not None else None}, tmp)
                 tmp.replace(ckpt)
     return export_weights(net, out / "weights.pt", {"steps": step, "train_config": asdict(cfg)})
 
