@@ -63,6 +63,11 @@ def test_sweep_refuses_impossible_settings(rng):
             sweep_disparities(a, steps)
     with pytest.raises(FocusError, match="finite"):
         sweep_disparities(a, 4, near=float("nan"))
+    flat = two_planes(rng)
+    flat.disparity[:] = 1.5
+    with pytest.raises(FocusError, match="spans only 0.000 px of disparity"):
+        sweep_disparities(flat, 4)
+    np.testing.assert_allclose(sweep_disparities(flat, 3, near=-1, far=3), [-1, 1, 3])  # with ends given it sweeps
     with pytest.raises(FocusError, match="finite"):
         next(focus_sweep(a, [0.0, float("inf")]))
     with pytest.raises(FocusError, match="strength"):
@@ -105,6 +110,7 @@ def test_cli_sweep_writes_frames_record_and_animation(tmp_path, rng, capsys):
         (["--tolerance", "nan"], "tolerance must be a number of px >= 0"),
         (["--gif", "--frame-ms", "0"], "at least 10 ms"),
         (["--backend", "magic"], "unknown backend"),
+        ([], "one depth"),  # one plane: every focus plane would look the same; the message names --range
     ],
 )
 def test_cli_sweep_bad_input_exits_2_and_writes_nothing(tmp_path, rng, capsys, extra, message):
@@ -115,6 +121,8 @@ def test_cli_sweep_bad_input_exits_2_and_writes_nothing(tmp_path, rng, capsys, e
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+    if not extra:
+        assert "--range NEAR FAR" in err
 
 
 def test_cli_refocus_and_sweep_every_pair_of_a_folder(tmp_path, rng, capsys):
@@ -145,7 +153,7 @@ def test_cli_refocus_and_sweep_every_pair_of_a_folder(tmp_path, rng, capsys):
     (pairs / "broken_L.png").unlink()
     (pairs / "broken_R.png").unlink()
     # a sweep of a folder: one sub-folder per pair, each with its own frames and record
-    assert cli_main(["sweep", str(pairs), "-o", str(tmp_path / "s"), "--steps", "3", "--quality", "preview"]) == 0
+    assert cli_main(["sweep", str(pairs), "-o", str(tmp_path / "s"), "--steps", "3", "--quality", "preview", "--range", "-2", "4"]) == 0
     for name in ("near", "far"):
         record = json.loads((tmp_path / "s" / name / "sweep.json").read_text())
         assert record["pair"]["left"].endswith(f"{name}_L.png") and len(record["frames"]) == 3

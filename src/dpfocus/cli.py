@@ -321,7 +321,10 @@ def _sweep_into(pair: DPPair, out: Path, args: argparse.Namespace) -> None:
     frames = [_check_output_file(str(out / f"sweep_{i:0{digits}d}.png"), pair) for i in range(args.steps)]
     analysis = _analyze(pair, args)
     near, far = args.range if args.range is not None else (None, None)
-    disparities = sweep_disparities(analysis, args.steps, near, far)
+    try:
+        disparities = sweep_disparities(analysis, args.steps, near, far)
+    except FocusError as exc:
+        raise FocusError(f"{pair.name}: {exc} with --range NEAR FAR") from None
     out.mkdir(parents=True, exist_ok=True)
     bits = _output_bits(pair)
     entries, gif_frames = [], []

@@ -35,6 +35,7 @@ PHOTO_SLACK = 0.5
 #: a focus sweep spans these percentiles of the disparity (the nearest and farthest surfaces, not
 #: a few stray pixels)
 SWEEP_PERCENTILES = (1.0, 99.0)
+MIN_SWEEP_SPAN = 0.05  # px of disparity: less is one depth, and a default sweep would repeat one image
 
 
 class FocusError(ValueError):
@@ -310,6 +311,9 @@ def sweep_disparities(analysis: Analysis, steps: int = 12, near: float | None = 
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
         raise FocusError(f"a focus sweep needs at least 2 steps, got {steps!r}")
     lo, hi = (float(v) for v in np.percentile(analysis.disparity, SWEEP_PERCENTILES))
+    if near is None and far is None and hi - lo < MIN_SWEEP_SPAN:
+        raise FocusError(f"the scene spans only {hi - lo:.3f} px of disparity (one depth), so every plane would look the same; "
+                         "give the sweep's near and far disparities (px) to move the focus off it")
     near = lo if near is None else float(near)
     far = hi if far is None else float(far)
     if not (np.isfinite(near) and np.isfinite(far)):
