@@ -384,3 +384,35 @@ def test_opening_an_analysis_folder_adds_its_maps_and_refocuses_without_running_
     count = len(viewer.layers)
     assert _reader.get_reader(str(tmp_path / "out"))(str(tmp_path / "out")) == []
     assert "coc.tif: " in messages[-1] and "re-run `dpfocus analyze`" in messages[-1] and len(viewer.layers) == count
+
+
+def test_reopening_an_export_brings_back_mask_image_and_controls(analysed, tmp_path, make_napari_viewer, qtbot):
+    viewer, _ = analysed
+    focus = docked(viewer, FocusWidget)
+    target = (load_ground_truth("garden")["labels"] == 1).astype(np.uint8)
+    viewer.layers["garden focus mask"].data = target
+    focus.strength.setValue(1.75)
+    focus.tolerance.setValue(0.4)
+    files = focus.export(tmp_path)
+    d_trg = focus.session.d_trg
+    # a new napari session: nothing analysed, the export folder opened
+    _widgets.ANALYSES.clear()
+    again = make_napari_viewer()
+    dock = docked(again, FocusWidget)
+    again.open(str(files["record"].parent), plugin="napari-dpfocus")
+    qtbot.waitUntil(lambda: dock.session is not None, timeout=5000)
+    s = dock.session
+    assert s.d_trg == pytest.approx(d_trg) and s.strength == pytest.approx(1.75) and s.tolerance == pytest.approx(0.4)
+    assert dock.strength.value() == pytest.approx(1.75) and dock.tolerance.value() == pytest.approx(0.4)
+    names = [layer.name for layer in again.layers]
+    assert names.count("garden focus mask") == 1 and names.count("garden refocused") == 1 and "garden disparity" in names
+    np.testing.assert_array_equal(again.layers["garden focus mask"].data, target)
+    assert "d_trg: " in dock.d_label.text() and f"{d_trg:+.3f}" in dock.d_label.text()
+    # the reopened mask is the dock's own: a correction refocuses the same layer in place
+    refocused = again.layers["garden refocused"]
+    corrected = target.copy()
+    corrected[:40] = 0
+    again.layers["garden focus mask"].data = corrected
+    assert again.layers["garden refocused"] is refocused and refocused.metadata["dpfocus"]["quality"] == "preview"
+    assert s.d_trg == pytest.approx(float(s.analysis.disparity[corrected > 0].mean()))
+    assert dock.export(tmp_path)["record"].parent.name == "garden_refocus_002"  # the first export stays

@@ -1,6 +1,8 @@
-"""Reader contribution: either view of a DP pair, a folder with one pair, or both files; and an
+"""Reader contribution: either view of a DP pair, a folder with one pair, or both files; an
 analysis folder (``dpfocus analyze -o`` or an export's ``analysis/``), whose maps open as layers
-and whose analysis the focus dock and the kernel inspector use without running it again."""
+and whose analysis the focus dock and the kernel inspector use without running it again; and an
+export folder, which also brings back its focus mask, refocused image and focus controls, so the
+work goes on where it was left."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..analysis import ANALYSIS_FILES
+from ..export import RECORD_FILE
 from ..io import DPPairError, load_pair, looks_like_pair
 from ._layers import analysis_layer_data, layer_name, pair_layer_data
 
@@ -26,6 +29,8 @@ def get_reader(path: PathLike | list[PathLike]) -> Callable | None:
             path = path[0]
         if Path(path).is_dir() and (Path(path) / ANALYSIS_FILES["record"]).is_file():
             return lambda _: _read_analysis(Path(path))
+        if Path(path).is_dir() and (Path(path) / RECORD_FILE).is_file() and (Path(path) / "analysis").is_dir():
+            return lambda _: _read_export(Path(path))
         if looks_like_pair(path):
             return lambda _: _read(Path(path))
     except Exception:  # a reader lookup must never break napari's open dialog
@@ -41,7 +46,47 @@ def _read(left: Path, right: Path | None = None) -> list[tuple[Any, dict, str]]:
         return []
 
 
+def _read_export(folder: Path) -> list[tuple[Any, dict, str]]:
+    """An export: its analysis (views and maps), then its focus mask and refocused image as the
+    pair's own layers; the focus dock takes up the recorded target, strength and tolerance."""
+    import numpy as np
+
+    from ..export import load_record
+    from ..io import read_image
+
+    try:
+        record = load_record(folder / RECORD_FILE)
+        mask = read_image(folder / "focus_mask.png")[0] if (folder / "focus_mask.png").is_file() else None
+        refocused = read_image(folder / "refocused.png")[0] if (folder / "refocused.png").is_file() else None
+    except DPPairError as exc:
+        _notify(str(exc))
+        return []
+    layers, analysis = _analysis_layers(folder / "analysis")
+    if analysis is None:
+        return layers
+    stem, pair_id = analysis.meta.get("pair_name") or folder.name, analysis.meta["pair_id"]
+    controls = {k: float(record[k]) for k in ("d_trg", "strength", "tolerance") if isinstance(record.get(k), (int, float))}
+    analysis.meta["restored_focus"] = controls  # the focus dock's session for this pair starts from it
+    source = {"pair_id": pair_id, "source": str(folder)}
+    if refocused is not None and refocused.shape[:2] == analysis.shape:
+        layers.append((refocused, {"name": layer_name(stem, "refocused"), "rgb": refocused.ndim == 3, "contrast_limits": (0.0, 1.0),
+                                   "metadata": {"dpfocus": {"kind": "refocused", "quality": "full", **controls, **source}}}, "image"))
+    if mask is not None:
+        mask = mask.max(axis=2) if mask.ndim == 3 else mask
+        if mask.shape == analysis.shape:
+            layers.append(((mask > 0.5).astype(np.uint8), {"name": layer_name(stem, "focus_mask"), "opacity": 0.45,
+                                                            "metadata": {"dpfocus": {"kind": "focus_mask", **source}}}, "labels"))
+        else:
+            _notify(f"{folder / 'focus_mask.png'}: is {mask.shape[1]}x{mask.shape[0]} but the analysis is "
+                    f"{analysis.shape[1]}x{analysis.shape[0]}; the mask was left out", error=False)
+    return layers
+
+
 def _read_analysis(folder: Path) -> list[tuple[Any, dict, str]]:
+    return _analysis_layers(folder)[0]
+
+
+def _analysis_layers(folder: Path):
     """The pair's views (when its files are still where the analysis found them) and the maps; the
     analysis joins the session's analyses, so refocusing and the inspector work at once."""
     from ..analysis import load_analysis
@@ -50,7 +95,7 @@ def _read_analysis(folder: Path) -> list[tuple[Any, dict, str]]:
         analysis = load_analysis(folder)
     except DPPairError as exc:
         _notify(str(exc))
-        return []
+        return [], None
     meta = analysis.meta
     stem = meta.get("pair_name") or folder.name
     pair_id = meta.setdefault("pair_id", str(folder.resolve()))
@@ -77,7 +122,7 @@ def _read_analysis(folder: Path) -> list[tuple[Any, dict, str]]:
     from ._widgets import register_analysis
 
     register_analysis(analysis)
-    return layers
+    return layers, analysis
 
 
 def _notify(message: str, error: bool = True) -> None:

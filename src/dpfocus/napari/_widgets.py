@@ -446,7 +446,7 @@ class FocusWidget(QWidget):
         self.sweep_steps = QSpinBox()
         self.sweep_steps.setRange(2, 64)
         self.sweep_steps.setValue(12)
-        self.sweep_steps.setPrefix("planes: ")
+        self.sweep_steps.setSuffix(" planes")
         self.sweep_steps.setToolTip("How many focus planes the sweep renders")
         self.sweep_button = QPushButton("Focus sweep")
         self.sweep_button.setToolTip("A stack of refocused previews from the nearest to the farthest surface, "
@@ -483,8 +483,11 @@ class FocusWidget(QWidget):
         layout.addWidget(self.segmenter_label)
         layout.addLayout(shortcuts)
         sweep_row = QHBoxLayout()
-        for widget in (self.sweep_button, self.sweep_steps, self.sweep_use):
-            sweep_row.addWidget(widget)
+        sweep_row.addWidget(self.sweep_button, 1)
+        sweep_row.addWidget(self.sweep_steps)
+        sweep_row.addWidget(self.sweep_use, 1)
+        # room for the text and napari's -/+ buttons, which the spin box's size hint leaves out
+        self.sweep_steps.setMinimumWidth(self.sweep_steps.fontMetrics().horizontalAdvance("64 planes") + 64)
         layout.addLayout(sweep_row)
         layout.addWidget(self.sweep_label)
         layout.addWidget(self.export_button)
@@ -552,9 +555,22 @@ class FocusWidget(QWidget):
         self._names = {label: pair_id for label, (pair_id, _) in choices.items()}
         for pair_id, analysis in choices.values():
             if pair_id not in self.sessions or self.sessions[pair_id].analysis is not analysis:
-                self.sessions[pair_id] = FocusSession(analysis)
+                self.sessions[pair_id] = self._new_session(analysis)
         refill_pair_box(self.pair, choices, prefer)
         self._attach()
+
+    @staticmethod
+    def _new_session(analysis: Analysis) -> FocusSession:
+        """A session for the analysis, starting from the focus an opened export recorded, if any."""
+        session = FocusSession(analysis)
+        restored = analysis.meta.get("restored_focus") or {}
+        try:
+            session.set_controls(strength=restored.get("strength"), tolerance=restored.get("tolerance"))
+            if restored.get("d_trg") is not None:
+                session.set_disparity(restored["d_trg"])
+        except FocusError as exc:
+            _notify(f"the export's focus settings were not used: {exc}", error=False)
+        return session
 
     @property
     def session(self) -> FocusSession | None:
@@ -583,6 +599,10 @@ class FocusWidget(QWidget):
         if self._layer("boxes") is None:
             self.viewer.add_shapes(name=f"{self.stem} focus boxes", edge_color=POSITIVE_COLOR, face_color="transparent", edge_width=2,
                                    metadata={"dpfocus": {"kind": "focus_boxes", "pair_id": pair_id}})
+        for slider, value in ((self.strength, s.strength), (self.tolerance, s.tolerance)):  # each pair keeps its own
+            slider.blockSignals(True)
+            slider.setValue(value)
+            slider.blockSignals(False)
         for suffix, handler, events in (
             ("mask", self.mask_changed, ("paint", "data")),
             ("points", self.points_changed, ("data",)),
