@@ -125,7 +125,7 @@ def test_cli_sweep_bad_input_exits_2_and_writes_nothing(tmp_path, rng, capsys, e
         assert "--range NEAR FAR" in err
 
 
-def test_cli_refocus_and_sweep_every_pair_of_a_folder(tmp_path, rng, capsys):
+def test_cli_info_refocus_and_sweep_every_pair_of_a_folder(tmp_path, rng, capsys):
     pairs = tmp_path / "pairs"
     pairs.mkdir()
     for name, coc in (("near", 2.0), ("far", 5.0)):
@@ -152,6 +152,13 @@ def test_cli_refocus_and_sweep_every_pair_of_a_folder(tmp_path, rng, capsys):
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["far.png", "near.png"]
     (pairs / "broken_L.png").unlink()
     (pairs / "broken_R.png").unlink()
+    # info on a folder: every pair checked, one JSON line each on stdout, the tally on stderr
+    capsys.readouterr()
+    assert cli_main(["info", str(pairs)]) == 0
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [i["name"] for i in lines] == ["far", "near"] and all(i["shape"] == [64, 96, 3] and i["bit_depth"] == 8 for i in lines)
+    assert lines[0]["layout"] == "suffix" and "2 of 2 pairs read from" in err
     # a sweep of a folder: one sub-folder per pair, each with its own frames and record
     assert cli_main(["sweep", str(pairs), "-o", str(tmp_path / "s"), "--steps", "3", "--quality", "preview", "--range", "-2", "4"]) == 0
     for name in ("near", "far"):

@@ -26,12 +26,18 @@ class UsageError(Exception):
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    pair = _load(args)
+    pairs = _several_pairs(args)
+    if pairs:  # a folder of pairs (a DPDD split): every pair checked, one JSON line each
+        return _for_each_pair(pairs, args, lambda pair, name: print(json.dumps(_pair_info(pair))), done=f"read from {args.left}")
+    print(json.dumps(_pair_info(_load(args)), indent=2))
+    return 0
+
+
+def _pair_info(pair: DPPair) -> dict:
     info = dict(pair.metadata(), shape=list(pair.shape))
     info["has_combined"] = pair.combined is not None
     info["has_target"] = pair.target is not None
-    print(json.dumps(info, indent=2))
-    return 0
+    return info
 
 
 def _load(args: argparse.Namespace) -> DPPair:
@@ -110,22 +116,26 @@ def _several_pairs(args: argparse.Namespace) -> list | None:
     return None
 
 
-def _for_each_pair(pairs: list, args: argparse.Namespace, work) -> int:
+def _for_each_pair(pairs: list, args: argparse.Namespace, work, done: str | None = None) -> int:
     """``work(pair, output name)`` for every pair of a folder; a pair that cannot be read, or whose
     focus target finds nothing in it, is reported and skipped (nothing written for it), the others
     still run; exit 2 if any was skipped."""
     levels = {"black_level": args.black_level, "white_level": args.white_level}
     names: dict[str, int] = {}
     failed = []
-    for left, right, name, _ in pairs:
+    for left, right, name, layout in pairs:
         names[name] = names.get(name, 0) + 1
         try:
             pair = load_pair(left, right, **levels)
+            pair.layout = layout  # how the folder holds it, not "files"
             work(pair, name if names[name] == 1 else f"{name}_{names[name]}")
         except (DPPairError, FocusError) as exc:
             print(f"dpfocus {args.command}: skipped {name}: {exc}", file=sys.stderr)
             failed.append(name)
-    print(f"{len(pairs) - len(failed)} of {len(pairs)} pairs done into {args.output}")
+    if done is None:
+        print(f"{len(pairs) - len(failed)} of {len(pairs)} pairs done into {args.output}")
+    else:  # stdout holds the per-pair results alone
+        print(f"{len(pairs) - len(failed)} of {len(pairs)} pairs {done}", file=sys.stderr)
     if failed:
         print(f"dpfocus {args.command}: error: {len(failed)} pair(s) skipped ({', '.join(failed)}); fix or remove them and run again",
               file=sys.stderr)
