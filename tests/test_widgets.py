@@ -395,11 +395,16 @@ def test_reopening_an_export_brings_back_mask_image_and_controls(analysed, tmp_p
     focus.tolerance.setValue(0.4)
     files = focus.export(tmp_path)
     d_trg = focus.session.d_trg
-    # a new napari session: nothing analysed, the export folder opened
+    # a new napari session: nothing analysed, the export folder opened from the analysis dock
     _widgets.ANALYSES.clear()
     again = make_napari_viewer()
     dock = docked(again, FocusWidget)
-    again.open(str(files["record"].parent), plugin="napari-dpfocus")
+    opener = docked(again, AnalysisWidget)
+    messages = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_widgets, "_notify", lambda message, error=True: messages.append(message))
+        assert opener.open_folder(tmp_path / "nothing here") == [] and "neither an analysis folder" in messages[-1]
+    assert opener.open_folder(files["record"].parent) and "opened" in opener.status.text()
     qtbot.waitUntil(lambda: dock.session is not None, timeout=5000)
     s = dock.session
     assert s.d_trg == pytest.approx(d_trg) and s.strength == pytest.approx(1.75) and s.tolerance == pytest.approx(0.4)

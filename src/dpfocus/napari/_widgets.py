@@ -196,6 +196,9 @@ class AnalysisWidget(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop the running analysis")
         self.cancel_button.setEnabled(False)
+        self.open_button = QPushButton("Open analysis...")
+        self.open_button.setToolTip("Open a folder `dpfocus analyze -o` wrote, or an export folder: its maps (and an export's "
+                                    "mask and focus) come back without running the analysis again")
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.status = QLabel("")
@@ -208,6 +211,7 @@ class AnalysisWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.open_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
@@ -220,11 +224,29 @@ class AnalysisWidget(QWidget):
         self.last_analysis: Analysis | None = None
         self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button.clicked.connect(self.cancel)
+        self.open_button.clicked.connect(lambda: self.open_folder())
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._refresh_choices)
         self.viewer.layers.selection.events.active.connect(self._follow_active_layer)
         self._refresh_choices()
         _bind(self.viewer, "Shift-A", self.run)
+
+    def open_folder(self, folder: str | Path | None = None) -> list:
+        """Open an analysis or export folder through this plugin's reader; returns the added layers."""
+        from ._reader import get_reader
+
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Open an analysis folder (dpfocus analyze -o) or an export folder")
+            if not folder:
+                return []
+        if get_reader(str(folder)) is None or not Path(folder).is_dir():
+            _notify(f"{folder}: neither an analysis folder (analysis.json) nor an export folder (record.json and analysis/); "
+                    "choose the folder `dpfocus analyze -o` or Export wrote")
+            return []
+        layers = self.viewer.open(str(folder), plugin="napari-dpfocus")
+        if layers:
+            self.status.setText(f"{Path(folder).name}: opened {len(layers)} layers")
+        return layers
 
     def _tile_applies(self, backend: str) -> None:
         tiles = backend_tiles(backend)
