@@ -421,3 +421,29 @@ def test_reopening_an_export_brings_back_mask_image_and_controls(analysed, tmp_p
     assert again.layers["garden refocused"] is refocused and refocused.metadata["dpfocus"]["quality"] == "preview"
     assert s.d_trg == pytest.approx(float(s.analysis.disparity[corrected > 0].mean()))
     assert dock.export(tmp_path)["record"].parent.name == "garden_refocus_002"  # the first export stays
+
+
+def test_a_prompt_or_clear_over_a_painted_mask_is_undone_with_the_layers_undo(analysed):
+    viewer, _ = analysed
+    focus = docked(viewer, FocusWidget)
+    layer = viewer.layers["garden focus mask"]
+    painted = np.zeros(layer.data.shape, np.uint8)
+    painted[300:340, 100:160] = 1
+    layer.data = painted.copy()  # the annotator's brush work (napari keeps the array it is given)
+    s = focus.session
+    d_painted = s.d_trg
+    assert d_painted == pytest.approx(float(s.analysis.disparity[painted > 0].mean()))
+    focus.text.setText("background")
+    focus.focus_on_text()  # a prompt replaces the mask...
+    assert not np.array_equal(layer.data > 0, painted > 0) and s.d_trg != pytest.approx(d_painted)
+    layer.undo()  # ...and napari's undo (Ctrl+Z on the layer) brings the painting back, and its focus
+    np.testing.assert_array_equal(layer.data > 0, painted > 0)
+    assert s.d_trg == pytest.approx(d_painted)
+    layer.redo()
+    assert s.d_trg != pytest.approx(d_painted)
+    layer.undo()
+    focus.clear_mask()  # Clear mask is one undoable edit too
+    assert not layer.data.any() and "the focus mask is empty" in focus.d_label.text()
+    layer.undo()
+    np.testing.assert_array_equal(layer.data > 0, painted > 0)
+    assert s.d_trg == pytest.approx(d_painted)

@@ -526,6 +526,7 @@ class FocusWidget(QWidget):
         self._full_worker = None
         self._full_pending = False
         self._writing_mask = False
+        self._used_masks: dict[str, np.ndarray] = {}  # per pair: the mask the current target came from
         self.sam = None
         self.clip = None
         self._model_notes: list[str] = []
@@ -627,14 +628,16 @@ class FocusWidget(QWidget):
             slider.blockSignals(False)
         for suffix, handler, events in (
             ("mask", self.mask_changed, ("paint", "data")),
+            ("mask", self._mask_redrawn, ("set_data",)),
             ("points", self.points_changed, ("data",)),
             ("boxes", self.boxes_changed, ("data",)),
         ):
             layer = self._layer(suffix)
-            if not getattr(layer, "_dpfocus_connected", False):
+            flag = f"_dpfocus_{handler.__name__}_connected"
+            if not getattr(layer, flag, False):
                 for event_name in events:
                     getattr(layer.events, event_name).connect(handler)
-                layer._dpfocus_connected = True
+                setattr(layer, flag, True)
         self._show_d_trg()
 
     def _layer(self, suffix: str):
@@ -688,10 +691,15 @@ class FocusWidget(QWidget):
 
     # -- prompts land in the focus mask, where the brush can correct them
     def _write_mask(self, mask: np.ndarray) -> None:
+        """Replace the focus mask as one undoable edit: Ctrl+Z in the mask layer brings back what was
+        painted before a prompt or Clear mask."""
         layer = self._layer("mask")
+        new = (np.asarray(mask) > 0).astype(layer.data.dtype)
+        changed = np.nonzero((np.asarray(layer.data) > 0) != new.astype(bool))
         self._writing_mask = True
         try:
-            layer.data = np.asarray(mask).astype(np.uint8)
+            with layer.block_history():
+                layer.data_setitem(changed, new[changed])
         finally:
             self._writing_mask = False
         self.mask_changed()
@@ -775,15 +783,24 @@ class FocusWidget(QWidget):
                     layer.data = np.zeros((0, 2)) if suffix == "points" else []
                 finally:
                     layer.events.data.connect(self.points_changed if suffix == "points" else self.boxes_changed)
-        layer = self._layer("mask")
-        if layer is not None:
-            layer.data = np.zeros_like(layer.data)
+        if self._layer("mask") is not None:
+            self._write_mask(np.zeros(self._layer("mask").data.shape, bool))
+
+    def _mask_redrawn(self, *_: Any) -> None:
+        """napari's undo and redo only redraw the layer: refocus if the mask is not the one last used."""
+        s, layer = self.session, self._layer("mask")
+        if s is None or layer is None or self._writing_mask:
+            return
+        last = self._used_masks.get(s.analysis.meta.get("pair_id"))
+        if last is None or last.shape != layer.data.shape or not np.array_equal(last, np.asarray(layer.data) > 0):
+            self.mask_changed()
 
     def mask_changed(self, *_: Any) -> None:
         s, layer = self.session, self._layer("mask")
         if s is None or layer is None or self._writing_mask:
             return
         mask = np.asarray(layer.data) > 0
+        self._used_masks[s.analysis.meta.get("pair_id")] = mask
         if not mask.any():
             self.d_label.setText("d_trg: - (the focus mask is empty: paint, click, draw a box or type)")
             return
