@@ -436,9 +436,12 @@ def test_a_prompt_or_clear_over_a_painted_mask_is_undone_with_the_layers_undo(an
     focus.text.setText("background")
     focus.focus_on_text()  # a prompt replaces the mask...
     assert not np.array_equal(layer.data > 0, painted > 0) and s.d_trg != pytest.approx(d_painted)
+    inspector = docked(viewer, KernelInspectorWidget)
+    inspector._hist_timer.stop()
     layer.undo()  # ...and napari's undo (Ctrl+Z on the layer) brings the painting back, and its focus
     np.testing.assert_array_equal(layer.data > 0, painted > 0)
     assert s.d_trg == pytest.approx(d_painted)
+    assert inspector._hist_timer.isActive()  # the mask histogram is redrawn for the painting too
     layer.redo()
     assert s.d_trg != pytest.approx(d_painted)
     layer.undo()

@@ -108,7 +108,7 @@ class KernelInspectorWidget(QWidget):
     def _watch_mask(self) -> None:
         layer = self._layer("focus_mask")
         if layer is not None and layer is not self._mask_layer:
-            for name in ("paint", "data"):
+            for name in ("paint", "data", "set_data"):  # set_data: napari's undo and redo only redraw the layer
                 getattr(layer.events, name).connect(lambda *_: self._alive[0] and self._hist_timer.start())
             self._mask_layer = layer
 
