@@ -80,9 +80,13 @@ def refocused_layer_data(image, stem: str, d_trg: float, strength: float, scale:
 
 
 def sweep_layer_data(stack, stem: str, disparities, strength: float, tolerance: float, scale: float = 1.0) -> tuple[Any, dict, str]:
-    """A focus sweep (``N x H x W [x 3]``, one refocused image per focus plane) as an image layer
-    whose first axis is the plane; ``metadata["dpfocus"]["d_trg"]`` lists each plane's disparity."""
-    return (stack, {"name": layer_name(stem, "focus_sweep"), "rgb": stack.ndim == 4, "contrast_limits": (0.0, 1.0),
+    """A focus sweep (``N x H x W [x 3]``, float in [0, 1] or uint8, one refocused image per focus
+    plane) as an image layer whose first axis is the plane; ``metadata["dpfocus"]["d_trg"]`` lists
+    each plane's disparity."""
+    import numpy as np
+
+    top = 255.0 if stack.dtype == np.uint8 else 1.0
+    return (stack, {"name": layer_name(stem, "focus_sweep"), "rgb": stack.ndim == 4, "contrast_limits": (0.0, top),
                     "scale": (1.0, scale, scale),
                     "metadata": {"dpfocus": {"kind": "focus_sweep", "d_trg": [float(d) for d in disparities], "units": "px",
                                              "strength": strength, "tolerance": tolerance, "quality": "preview"}}}, "image")
