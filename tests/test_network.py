@@ -127,6 +127,19 @@ def test_cli_renders_shards_of_the_asked_size(tmp_path):
     assert shard_scene_size(shard) == (64, 96)
 
 
+def test_training_scenes_with_real_lens_psfs(tmp_path):
+    plain = render_training_scene(100_003, 64, 96)
+    shaped = render_training_scene(100_003, 64, 96, psf_variety=1.0)
+    assert not np.array_equal(plain["left"], shaped["left"])  # another PSF, the same scene layout
+    np.testing.assert_array_equal(plain["aif"], shaped["aif"])
+    assert main(["train", "--make-shards", "3", "2", "--scene-size", "64", "96", "--psf-variety", "1", "-o", str(tmp_path / "s")]) == 0
+    assert len(list((tmp_path / "s").glob("scenes_*.npz"))) == 1
+    assert main(["train", "--make-shards", "3", "2", "--psf-variety", "3", "-o", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
+    batch = SceneSampler(None, seed=2, crop=64, scene_size=(64, 96), psf_variety=1.0).batch(2)  # on the fly too
+    assert batch.left.shape == (2, 3, 64, 64)
+
+
 def test_a_few_training_steps_lower_the_loss():
     torch.manual_seed(0)
     cfg = TrainConfig(batch=2, crop=64, net=TINY.to_dict())
@@ -165,6 +178,7 @@ def test_cli_train_tiny_config_runs_resumes_and_exports(tmp_path, capsys):
         ([], {"lr": -1}, "lr must be a number > 0"),
         ([], {"lambda_grad": float("nan")}, "lambda_grad must be a number >= 0"),
         ([], {"highlight_clip": 2}, "highlight_clip must be a number >= 0 and <= 1"),
+        ([], {"psf_variety": -0.5}, "psf_variety must be a number >= 0 and <= 1"),
         (["--steps", "-3"], {}, "steps must be a whole number >= 1, got -3"),
         (["--make-shards", "0", "-5"], None, "give a FIRST scene >= 0 and a COUNT >= 1"),
     ],

@@ -223,3 +223,46 @@ def test_convolve_stack_matches_the_fft_convolution_of_a_padded_bank_kernel(rng,
     direct = convolve_stack(stack, [padded])[0]
     assert direct.shape == stack.shape
     np.testing.assert_allclose(direct, fft_convolve(stack, [kernel])[0], atol=2e-6)
+
+
+REAL_LENS_PSFS = [DPPSF(blades=6, butterworth_order=math.inf), DPPSF(split_offset=0.25), DPPSF(split_offset=-0.2, blades=7),
+                  DPPSF(cat_eye=0.6, cat_eye_angle=math.pi / 2)]
+
+
+@pytest.mark.parametrize("psf", REAL_LENS_PSFS)
+def test_real_lens_shapes_keep_the_dp_geometry(psf):
+    for coc in (3.0, 9.0):
+        kl, kr = psf.kernels(coc)
+        nl, nr = psf.kernels(-coc)
+        assert kl.sum() == pytest.approx(1.0, abs=1e-5) and kr.sum() == pytest.approx(1.0, abs=1e-5) and kl.min() >= 0
+        # in front of focus the aperture's image is turned by 180 degrees, view by view
+        np.testing.assert_allclose(nl, kl[::-1, ::-1], atol=1e-7)
+        np.testing.assert_allclose(nr, kr[::-1, ::-1], atol=1e-7)
+        # the right view's kernel lies right of the left's behind focus, left of it in front
+        assert kernel_centroid_x(kr) > kernel_centroid_x(kl) and psf.disparity(-coc) == pytest.approx(-psf.disparity(coc))
+    radii = np.linspace(0.5, 20, 30)
+    assert np.all(np.diff([psf.disparity(r) for r in radii]) > 0)
+
+
+def test_unequal_halves_and_vignetting_break_the_mirror_symmetry():
+    kl, kr = DPPSF(split_offset=0.25).kernels(9.0)
+    assert not np.allclose(kl, kr[:, ::-1], atol=1e-3)
+    assert (kr > 1e-4).sum() < 0.8 * (kl > 1e-4).sum()  # the split right of centre: a smaller right half
+    kl, kr = DPPSF(cat_eye=0.6, cat_eye_angle=math.pi / 2).kernels(9.0)  # the barrel cuts from above
+    ys = np.arange(kl.shape[0]) - kl.shape[0] // 2
+    combined = kl + kr
+    assert (combined.sum(1) * ys).sum() / combined.sum() > 1.0  # the lemon lies below the centre
+    # a hexagonal stop: the combined kernel's top row of support is a flat edge, not a point
+    def top_row_width(kernel):
+        solid = kernel > 0.5 * kernel.max()
+        return int(solid[np.nonzero(solid.any(axis=1))[0][0]].sum())
+
+    hexagon = DPPSF(blades=6, butterworth_order=math.inf, split_softness=0.0).combined_kernel(10.0)
+    disk = DPPSF(butterworth_order=math.inf, split_softness=0.0).combined_kernel(10.0)
+    assert top_row_width(hexagon) >= 9 and top_row_width(hexagon) > top_row_width(disk)
+
+
+def test_psf_settings_outside_their_range_are_refused():
+    for bad in (dict(blades=2), dict(blades=40), dict(split_offset=0.7), dict(cat_eye=1.5)):
+        with pytest.raises(ValueError):
+            DPPSF(**bad)

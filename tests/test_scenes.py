@@ -64,3 +64,22 @@ def test_featureless_surfaces_carry_only_shading_and_sensor_noise():
 def test_bad_config():
     with pytest.raises(ValueError, match="focus"):
         SceneConfig(focus="sideways")
+
+
+def test_psf_variety_draws_real_lens_shapes_and_leaves_default_scenes_alone():
+    from dpfocus.scenes import random_psf
+
+    shaped = [random_psf(np.random.default_rng(seed), variety=1.0) for seed in range(40)]
+    assert any(p.blades for p in shaped) and any(p.cat_eye for p in shaped) and all(p.split_offset != 0 for p in shaped)
+    plain = [random_psf(np.random.default_rng(seed)) for seed in range(40)]
+    assert not any(p.blades or p.split_offset or p.cat_eye for p in plain)
+    # variety 0 draws no extra numbers: the same seed gives the same scene as before the option
+    a = generate_scene(11, SceneConfig(height=64, width=96, with_refocus=False))
+    b = generate_scene(11, SceneConfig(height=64, width=96, with_refocus=False, psf_variety=0.0))
+    np.testing.assert_array_equal(a.left, b.left)
+    varied = generate_scene(11, SceneConfig(height=64, width=96, with_refocus=False, psf_variety=1.0))
+    assert varied.meta["psf"]["split_offset"] != 0
+    # the views still show the ground truth's sign of disparity under an asymmetric PSF
+    assert np.sign(np.median(varied.disparity)) == np.sign(horizontal_shift(varied.left, varied.right))
+    with pytest.raises(ValueError, match="psf_variety"):
+        SceneConfig(psf_variety=2.0)

@@ -453,7 +453,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         height, width = args.scene_size or SCENE_SIZE
         if min(height, width) < 64:
             raise UsageError(f"--scene-size {height} {width}: training scenes need at least 64 px on each side")
-        make_shards(args.output, first, count, height=height, width=width, featureless=_featureless_chance(args))
+        if not 0.0 <= args.psf_variety <= 1.0:
+            raise UsageError(f"--psf-variety {args.psf_variety}: give a chance between 0 and 1")
+        make_shards(args.output, first, count, height=height, width=width, featureless=_featureless_chance(args),
+                    psf_variety=args.psf_variety)
         return 0
     config_path = Path(args.config)
     if not config_path.is_file():
@@ -612,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --make-shards: the scenes' height and width in px (default 192 256)")
     p.add_argument("--featureless", type=float, default=0.0, metavar="P",
                    help="with --make-shards: each surface's chance of being featureless (sky, plain wall, blown highlight)")
+    p.add_argument("--psf-variety", type=float, default=0.0, metavar="P",
+                   help="with --make-shards: each scene's chance of a PSF shaped like a calibrated real one "
+                   "(polygonal stop, unequal halves, off-axis vignetting)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="benchmark backends on held-out synthetic scenes (and DPDD folders)")

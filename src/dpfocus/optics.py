@@ -146,6 +146,10 @@ def _parametric_kernels(
     rim: float,
     falloff: float,
     oversample: int,
+    blades: int = 0,
+    split_offset: float = 0.0,
+    cat_eye: float = 0.0,
+    cat_eye_angle: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     r = abs(coc_q)
     reach = r * (1.0 + (0.25 if math.isfinite(butterworth_order) else 0.0)) + 1.0
@@ -161,6 +165,10 @@ def _parametric_kernels(
         k[0, 0] = 1.0
         return k, k.copy()
     rho = np.sqrt(xx * xx + yy * yy) / r
+    if blades >= 3:  # a polygonal stop: the radius of a regular n-gon with a flat side at the top
+        sector = 2 * math.pi / blades
+        theta = np.mod(np.arctan2(yy, xx) + math.pi / 2 + sector / 2, sector) - sector / 2
+        rho = rho * np.cos(theta) / math.cos(math.pi / blades)
     if math.isfinite(butterworth_order):
         aperture = 1.0 / (1.0 + rho ** (2 * butterworth_order))
     else:
@@ -169,8 +177,11 @@ def _parametric_kernels(
         aperture = aperture * (1.0 + rim * np.clip(rho, 0, 1) ** 4)
     if falloff:
         aperture = aperture * np.clip(1.0 - falloff * rho**2, 0.0, None)
+    if cat_eye:  # off-axis vignetting: the lens barrel's rim cuts the disk into a lemon
+        ex, ey = math.cos(cat_eye_angle), math.sin(cat_eye_angle)
+        aperture = aperture * (np.hypot(xx / r - cat_eye * ex, yy / r - cat_eye * ey) <= 1.0)
     width = max(split_softness * r, 1e-3)
-    right_weight = 0.5 * (1.0 + np.tanh(xx / width))  # right half of the aperture
+    right_weight = 0.5 * (1.0 + np.tanh((xx - split_offset * r) / width))  # right half of the aperture
     mass = aperture * right_weight
     # Splat every sub-sample onto the pixel grid with bilinear (tent) weights: unlike box-binning,
     # this keeps the kernel's centroid exact, so sub-pixel radii still produce sub-pixel disparity.
@@ -180,9 +191,15 @@ def _parametric_kernels(
         k[0, 0] = 1.0
         return k, k.copy()
     kr = (kr / kr.sum()).astype(np.float32)
-    kl = kr[:, ::-1].copy()
-    if coc_q < 0:
-        kl, kr = kr, kl
+    if blades or split_offset or cat_eye:  # the halves are no mirror images: each from its own mass
+        kl = _tent_splat(yy + half + 1, xx + half + 1, aperture * (1.0 - right_weight), size + 2)
+        kl = (kl / max(kl.sum(), 1e-12)).astype(np.float32)
+        if coc_q < 0:  # in front of focus the aperture's image is turned by 180 degrees
+            kl, kr = np.ascontiguousarray(kl[::-1, ::-1]), np.ascontiguousarray(kr[::-1, ::-1])
+    else:
+        kl = kr[:, ::-1].copy()
+        if coc_q < 0:  # the same as turning each half by 180 degrees, for this symmetric shape
+            kl, kr = kr, kl
     kl.setflags(write=False)
     kr.setflags(write=False)
     return kl, kr
@@ -204,6 +221,14 @@ class DPPSF(PSFModel):
     rim: float = 0.0
     falloff: float = 0.0
     oversample: int = 8
+    #: what real lenses add (the training data's variety; 0 keeps the symmetric round model): a
+    #: polygonal stop of this many blades (>= 3), the photodiodes' split off the centre by this
+    #: fraction of the radius (unequal halves: K_L is no mirror of K_R), and off-axis vignetting
+    #: (the disk cut by a second one whose centre lies ``cat_eye`` radii away at ``cat_eye_angle``)
+    blades: int = 0
+    split_offset: float = 0.0
+    cat_eye: float = 0.0
+    cat_eye_angle: float = 0.0
     _J: float | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -215,6 +240,12 @@ class DPPSF(PSFModel):
             raise ValueError("falloff must lie in [0, 1]")
         if self.oversample < 1:
             raise ValueError("oversample must be >= 1")
+        if self.blades not in (0,) and not 3 <= self.blades <= 16:
+            raise ValueError("blades must be 0 (round) or 3..16")
+        if not -0.5 <= self.split_offset <= 0.5:
+            raise ValueError("split_offset must lie in [-0.5, 0.5] (a fraction of the radius)")
+        if not 0 <= self.cat_eye <= 1:
+            raise ValueError("cat_eye must lie in [0, 1] (0 = no vignetting)")
 
     def kernels(self, coc: float) -> tuple[np.ndarray, np.ndarray]:
         coc_q = round(float(coc) * 64) / 64
@@ -225,6 +256,10 @@ class DPPSF(PSFModel):
             float(self.rim),
             float(self.falloff),
             int(self.oversample),
+            int(self.blades),
+            float(self.split_offset),
+            float(self.cat_eye),
+            float(self.cat_eye_angle),
         )
 
 

@@ -49,6 +49,9 @@ class SceneConfig:
     #: gentle shading, no grain, so only the sensor noise is left on it. 0 (the default, and what the
     #: benchmark and the samples use) draws no extra random numbers, so their scenes do not change
     featureless_probability: float = 0.0
+    #: chance that the scene's PSF is shaped like a calibrated real one (polygonal stop, unequal
+    #: halves, off-axis vignetting; :func:`random_psf`); 0, the default, draws no extra numbers
+    psf_variety: float = 0.0
 
     def __post_init__(self) -> None:
         if self.focus is not None and self.focus not in FOCUS_PLACEMENTS:
@@ -57,6 +60,8 @@ class SceneConfig:
             raise ValueError("bit_depth must be 8 or 16")
         if not 0.0 <= self.featureless_probability <= 1.0:
             raise ValueError(f"featureless_probability must be in [0, 1], got {self.featureless_probability}")
+        if not 0.0 <= self.psf_variety <= 1.0:
+            raise ValueError(f"psf_variety must be in [0, 1], got {self.psf_variety}")
 
 
 @dataclass
@@ -249,15 +254,26 @@ def _shape_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return m
 
 
-def random_psf(rng: np.random.Generator) -> DPPSF:
-    """A DP PSF with randomised split softness, rim sharpness, rim brightness and fall-off."""
+def random_psf(rng: np.random.Generator, variety: float = 0.0) -> DPPSF:
+    """A DP PSF with randomised split softness, rim sharpness, rim brightness and fall-off; with
+    chance ``variety`` also what calibrated real kernels show: a polygonal stop (5-9 blades, half of
+    them), unequal halves (the split up to 0.3 radii off the centre) and off-axis vignetting (a cat's
+    eye, half of them). ``variety`` 0 draws no further random numbers (the benchmark's scenes)."""
     order = float(rng.choice([2.0, 4.0, 8.0, math.inf], p=[0.2, 0.3, 0.3, 0.2]))
-    return DPPSF(
+    params = dict(
         split_softness=float(rng.uniform(0.05, 0.4)),
         butterworth_order=order,
         rim=float(rng.choice([0.0, rng.uniform(0, 0.8)])),
         falloff=float(rng.choice([0.0, rng.uniform(0, 0.6)])),
     )
+    if variety > 0 and rng.uniform() < variety:
+        params.update(
+            blades=int(rng.integers(5, 10)) if rng.uniform() < 0.5 else 0,
+            split_offset=float(rng.uniform(-0.3, 0.3)),
+            cat_eye=float(rng.uniform(0.2, 0.7)) if rng.uniform() < 0.5 else 0.0,
+            cat_eye_angle=float(rng.uniform(0, 2 * math.pi)),
+        )
+    return DPPSF(**params)
 
 
 # --------------------------------------------------------------------------- sensor
@@ -405,7 +421,7 @@ def generate_scene(seed: int | np.random.Generator = 0, config: SceneConfig | No
     span = max(abs(q_focus - float(q_vis.min())), abs(q_focus - float(q_vis.max())), 1e-3)
     max_coc = float(rng.uniform(*cfg.max_coc))
     aperture = max_coc / span
-    psf = random_psf(rng) if cfg.random_psf else DPPSF()
+    psf = random_psf(rng, cfg.psf_variety) if cfg.random_psf else DPPSF()
     J = psf.coc_per_disparity
 
     def layers_for(q_target: float) -> list[Layer]:

@@ -2,7 +2,8 @@
 
 Scenes are randomised widely so the network transfers: PSF shape (split softness, rim, fall-off),
 blur from phone-small to DSLR-large (|CoC| up to 25 px), noise, left/right gain ramps, grey and RGB,
-8 and 16 bit, and optionally featureless surfaces (sky, plain walls, blown highlights) and
+8 and 16 bit, optionally PSFs shaped like calibrated real ones (polygonal stops, unequal halves,
+off-axis vignetting), and optionally featureless surfaces (sky, plain walls, blown highlights) and
 overexposed crops, which real photos have and the generator's grainy surfaces do not.
 :func:`make_shards` renders scenes into ``.npz`` shards (uint16 images) so training can reuse them;
 :class:`SceneSampler` draws random crops from shards or renders on the fly, and, given a
@@ -25,9 +26,10 @@ __all__ = ["TRAIN_SEED_OFFSET", "training_config", "render_training_scene", "mak
 TRAIN_SEED_OFFSET = 100_000  # training seeds: TRAIN_SEED_OFFSET + i, far from samples and the benchmark
 
 
-def training_config(rng: np.random.Generator, height: int, width: int, max_coc: float = 25.0, featureless: float = 0.0) -> SceneConfig:
+def training_config(rng: np.random.Generator, height: int, width: int, max_coc: float = 25.0, featureless: float = 0.0,
+                    psf_variety: float = 0.0) -> SceneConfig:
     """One scene's randomised generator settings (``featureless``: each surface's chance of being
-    featureless, see :class:`SceneConfig`)."""
+    featureless; ``psf_variety``: the chance of a PSF shaped like a calibrated one; see :class:`SceneConfig`)."""
     top = float(rng.uniform(2.0, max_coc))
     return SceneConfig(
         height=height,
@@ -40,6 +42,7 @@ def training_config(rng: np.random.Generator, height: int, width: int, max_coc: 
         bit_depth=int(rng.choice([8, 16])),
         with_refocus=False,
         featureless_probability=featureless,
+        psf_variety=psf_variety,
     )
 
 
@@ -47,12 +50,13 @@ def training_config(rng: np.random.Generator, height: int, width: int, max_coc: 
 SCENE_SIZE = (192, 256)
 
 
-def render_training_scene(seed: int, height: int = SCENE_SIZE[0], width: int = SCENE_SIZE[1], max_coc: float = 25.0, featureless: float = 0.0) -> dict:
+def render_training_scene(seed: int, height: int = SCENE_SIZE[0], width: int = SCENE_SIZE[1], max_coc: float = 25.0, featureless: float = 0.0,
+                          psf_variety: float = 0.0) -> dict:
     """One training scene as arrays: left, right, aif (H x W x 3; grey repeated), disparity, coc, J."""
     if HELD_OUT_SEED <= seed < HELD_OUT_SEED + 100_000:
         raise ValueError(f"seed {seed} is a benchmark seed; training never uses {HELD_OUT_SEED}+")
     rng = np.random.default_rng(seed + 7)
-    scene = generate_scene(seed, training_config(rng, height, width, max_coc, featureless))
+    scene = generate_scene(seed, training_config(rng, height, width, max_coc, featureless, psf_variety))
 
     def rgb(img: np.ndarray) -> np.ndarray:
         return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
@@ -70,9 +74,10 @@ def render_training_scene(seed: int, height: int = SCENE_SIZE[0], width: int = S
 
 
 def make_shards(out_dir: str | Path, first: int, count: int, per_shard: int = 200, height: int = SCENE_SIZE[0], width: int = SCENE_SIZE[1],
-                featureless: float = 0.0, log=print) -> list[Path]:
+                featureless: float = 0.0, psf_variety: float = 0.0, log=print) -> list[Path]:
     """Render ``count`` training scenes (seeds ``TRAIN_SEED_OFFSET + first + i``) into npz shards;
-    ``featureless`` is each surface's chance of being featureless (sky, plain walls, highlights)."""
+    ``featureless`` is each surface's chance of being featureless (sky, plain walls, highlights),
+    ``psf_variety`` each scene's chance of a PSF shaped like a calibrated real one."""
     if first < 0 or count < 1:
         raise ValueError(f"give a first scene >= 0 and a count >= 1 (got {first} and {count})")
     out = Path(out_dir)
@@ -83,7 +88,7 @@ def make_shards(out_dir: str | Path, first: int, count: int, per_shard: int = 20
         if path.exists():
             written.append(path)
             continue
-        scenes = [render_training_scene(TRAIN_SEED_OFFSET + s, height, width, featureless=featureless)
+        scenes = [render_training_scene(TRAIN_SEED_OFFSET + s, height, width, featureless=featureless, psf_variety=psf_variety)
                   for s in range(start, min(start + per_shard, first + count))]
         arrays = {key: np.stack([s[key] for s in scenes]) for key in ("left", "right", "aif", "combined")}
         arrays = {k: np.round(v * 65535).astype(np.uint16) for k, v in arrays.items()}
@@ -235,10 +240,12 @@ class SceneSampler:
     """
 
     def __init__(self, shards: list[Path] | None, seed: int = 0, crop: int = 128, scene_size: tuple[int, int] = SCENE_SIZE,
-                 highlight_clip: float = 0.0, real: RealPairPool | None = None, real_fraction: float = 0.0) -> None:
+                 highlight_clip: float = 0.0, real: RealPairPool | None = None, real_fraction: float = 0.0,
+                 psf_variety: float = 0.0) -> None:
         self.rng = np.random.default_rng(seed)
         self.crop = crop
         self.highlight_clip = highlight_clip
+        self.psf_variety = psf_variety  # scenes rendered on the fly
         self.real = real
         self.real_fraction = real_fraction if real is not None else 0.0
         self.scene_size = scene_size
@@ -257,7 +264,7 @@ class SceneSampler:
             i = int(self.rng.integers(len(self)))
             return {k: self.data[k][i] for k in self.data}
         self._next_seed += 1
-        s = render_training_scene(TRAIN_SEED_OFFSET + self._next_seed, *self.scene_size)
+        s = render_training_scene(TRAIN_SEED_OFFSET + self._next_seed, *self.scene_size, psf_variety=self.psf_variety)
         return {k: (np.round(v * 65535).astype(np.uint16) if k in ("left", "right", "aif", "combined") else v) for k, v in s.items()}
 
     def batch(self, size: int) -> Batch:

@@ -46,6 +46,7 @@ class TrainConfig:
     highlight_clip: float = 0.0  # chance a crop is overexposed (brightened 1.5-4x in linear light and clipped)
     dpdd: str | None = None  # folder of real DP pairs with sharp targets (DPDD layout: *_l, *_r, *_c/target)
     dpdd_fraction: float = 0.5  # with `dpdd`: each crop's chance of coming from it
+    psf_variety: float = 0.0  # scenes rendered on the fly: chance of a PSF shaped like a calibrated one (shards: --psf-variety)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
@@ -78,6 +79,7 @@ class TrainConfig:
             number(name)
         number("highlight_clip", at_most=1.0)
         number("dpdd_fraction", at_most=1.0)
+        number("psf_variety", at_most=1.0)
         if not isinstance(self.reblur_loss, bool):
             raise ValueError(f"reblur_loss must be true or false, got {self.reblur_loss!r}")
         if not isinstance(self.net, dict):
@@ -175,7 +177,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
     real = RealPairPool(cfg.dpdd, seed=cfg.seed) if cfg.dpdd else None
     if real is not None:
         log(f"{len(real.pairs)} real pairs with sharp targets in {cfg.dpdd}; {cfg.dpdd_fraction:.0%} of the crops come from them")
-    sampler = SceneSampler(shards, seed=cfg.seed, crop=cfg.crop, highlight_clip=cfg.highlight_clip, real=real, real_fraction=cfg.dpdd_fraction)
+    sampler = SceneSampler(shards, seed=cfg.seed, crop=cfg.crop, highlight_clip=cfg.highlight_clip, real=real, real_fraction=cfg.dpdd_fraction,
+                           psf_variety=cfg.psf_variety)
     if step:
         sampler.rng.bit_generator.state = np_state
         if real is not None and state.get("real_pool"):
