@@ -452,3 +452,23 @@ def test_a_prompt_or_clear_over_a_painted_mask_is_undone_with_the_layers_undo(an
     layer.undo()
     np.testing.assert_array_equal(layer.data > 0, painted > 0)
     assert s.d_trg == pytest.approx(d_painted)
+
+
+def test_a_reopened_export_keeps_a_focus_that_did_not_come_from_its_mask(analysed, tmp_path, make_napari_viewer, qtbot):
+    viewer, _ = analysed
+    focus = docked(viewer, FocusWidget)
+    viewer.layers["garden focus mask"].data = (load_ground_truth("garden")["labels"] == 1).astype(np.uint8)
+    focus.sweep_steps.setValue(4)
+    focus.sweep()
+    viewer.dims.set_point(0, 3)
+    focus.focus_on_sweep_plane()  # the target is now the farthest plane, not the mask's mean
+    d_trg = focus.session.d_trg
+    assert d_trg != pytest.approx(float(focus.session.analysis.disparity[viewer.layers["garden focus mask"].data > 0].mean()))
+    files = focus.export(tmp_path)
+    _widgets.ANALYSES.clear()
+    again = make_napari_viewer()
+    dock = docked(again, FocusWidget)
+    again.open(str(files["record"].parent), plugin="napari-dpfocus")
+    qtbot.waitUntil(lambda: dock.session is not None, timeout=5000)
+    again.layers["garden focus mask"].refresh()  # a redraw of the reopened mask (napari emits set_data) ...
+    assert dock.session.d_trg == pytest.approx(d_trg)  # ... does not move the target to the mask's mean

@@ -622,6 +622,8 @@ class FocusWidget(QWidget):
         if self._layer("boxes") is None:
             self.viewer.add_shapes(name=f"{self.stem} focus boxes", edge_color=POSITIVE_COLOR, face_color="transparent", edge_width=2,
                                    metadata={"dpfocus": {"kind": "focus_boxes", "pair_id": pair_id}})
+        # the mask as found is what the session's target stands on (an export's restored focus stays)
+        self._used_masks.setdefault(pair_id, np.asarray(self._layer("mask").data) > 0)
         for slider, value in ((self.strength, s.strength), (self.tolerance, s.tolerance)):  # each pair keeps its own
             slider.blockSignals(True)
             slider.setValue(value)
