@@ -183,8 +183,9 @@ def _resolve_prompt_target(target: dict, analysis) -> dict:
     return {"mask": mask_from_box(analysis, value, sam=sam)}
 
 
-def _focus_mask_from_args(args: argparse.Namespace, pair: DPPair):
-    """(kind, value) of the focus target, validated against the pair before any analysis runs."""
+def _focus_mask_from_args(args: argparse.Namespace, pair: DPPair | None):
+    """(kind, value) of the focus target, validated against the pair before any analysis runs (no pair:
+    --text and --disparity, which fit every pair of a folder)."""
     from .refocus import box_mask, point_mask
 
     if args.text is not None:
