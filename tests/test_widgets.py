@@ -472,3 +472,28 @@ def test_a_reopened_export_keeps_a_focus_that_did_not_come_from_its_mask(analyse
     qtbot.waitUntil(lambda: dock.session is not None, timeout=5000)
     again.layers["garden focus mask"].refresh()  # a redraw of the reopened mask (napari emits set_data) ...
     assert dock.session.d_trg == pytest.approx(d_trg)  # ... does not move the target to the mask's mean
+
+
+def test_full_quality_sweep_renders_in_a_worker_and_can_be_stopped(analysed, qtbot):
+    from dpfocus.refocus import render_refocus
+
+    viewer, _ = analysed
+    focus = docked(viewer, FocusWidget)
+    a = focus.session.analysis
+    focus.sweep_full.setChecked(True)
+    focus.sweep_steps.setValue(3)
+    assert focus.sweep() is None and focus.sweep_button.text() == "Stop sweep"  # it runs in the background
+    qtbot.waitUntil(lambda: "garden focus sweep" in viewer.layers, timeout=120_000)
+    qtbot.waitUntil(lambda: focus.sweep_button.text() == "Focus sweep", timeout=10_000)
+    layer = viewer.layers["garden focus sweep"]
+    info = layer.metadata["dpfocus"]
+    assert layer.data.shape == (3, *a.aif.shape) and info["quality"] == "full" and layer.scale[1] == pytest.approx(1.0)
+    expected = render_refocus(a, info["d_trg"][1])
+    assert np.abs(layer.data[1].astype(np.float32) / 255 - expected).max() <= 0.5 / 255 + 1e-6  # the full renderer's own image
+    # pressing again while a long sweep runs stops it: the finished sweep stays as it was
+    focus.sweep_steps.setValue(64)
+    focus.sweep()
+    qtbot.waitUntil(lambda: "of 64 planes rendered" in focus.sweep_label.text(), timeout=10_000)
+    focus.sweep()
+    qtbot.waitUntil(lambda: focus.sweep_button.text() == "Focus sweep", timeout=120_000)
+    assert viewer.layers["garden focus sweep"].data.shape[0] == 3

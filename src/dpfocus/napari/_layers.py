@@ -89,4 +89,4 @@ def sweep_layer_data(stack, stem: str, disparities, strength: float, tolerance: 
     return (stack, {"name": layer_name(stem, "focus_sweep"), "rgb": stack.ndim == 4, "contrast_limits": (0.0, top),
                     "scale": (1.0, scale, scale),
                     "metadata": {"dpfocus": {"kind": "focus_sweep", "d_trg": [float(d) for d in disparities], "units": "px",
-                                             "strength": strength, "tolerance": tolerance, "quality": "preview"}}}, "image")
+                                             "strength": strength, "tolerance": tolerance}}}, "image")

@@ -424,6 +424,12 @@ class AnalysisWidget(QWidget):
         EVENTS.analysis_ready.emit(analysis)
 
 
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    """A display-encoded [0, 1] image as 8 bits: sweep planes, as the preview's own blur stack is (64
+    planes of a 1120x1680 pair take 90 MB, not 360 MB of float32)."""
+    return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
 class FocusWidget(QWidget):
     """Paint, click, box or type a focus target; the refocused layer follows live."""
 
@@ -473,6 +479,9 @@ class FocusWidget(QWidget):
         self.sweep_button = QPushButton("Focus sweep")
         self.sweep_button.setToolTip("A stack of refocused previews from the nearest to the farthest surface, "
                                      "with the current strength and tolerance; the viewer's slider moves the focal plane")
+        self.sweep_full = QCheckBox("full quality")
+        self.sweep_full.setToolTip("Render the sweep at full resolution with the full-quality renderer, in the background "
+                                   "(about a full render per plane); otherwise at preview resolution, at once")
         self.sweep_use = QPushButton("Focus on this plane")
         self.sweep_use.setToolTip("Make the sweep plane on screen the focus target")
         self.sweep_label = QLabel("")
@@ -511,7 +520,10 @@ class FocusWidget(QWidget):
         # room for the text and napari's -/+ buttons, which the spin box's size hint leaves out
         self.sweep_steps.setMinimumWidth(self.sweep_steps.fontMetrics().horizontalAdvance("64 planes") + 64)
         layout.addLayout(sweep_row)
-        layout.addWidget(self.sweep_label)
+        sweep_info = QHBoxLayout()
+        sweep_info.addWidget(self.sweep_full)
+        sweep_info.addWidget(self.sweep_label, 1)
+        layout.addLayout(sweep_info)
         layout.addWidget(self.export_button)
         hint = QLabel("Paint on the focus mask layer, click on the focus points layer, or draw a rectangle on the focus boxes layer.")
         hint.setWordWrap(True)
@@ -527,6 +539,7 @@ class FocusWidget(QWidget):
         self._full_pending = False
         self._writing_mask = False
         self._used_masks: dict[str, np.ndarray] = {}  # per pair: the mask the current target came from
+        self._sweep_worker = None
         self.sam = None
         self.clip = None
         self._model_notes: list[str] = []
@@ -874,25 +887,65 @@ class FocusWidget(QWidget):
 
     # -- focus sweep: a stack layer whose slider moves the focal plane
     def sweep(self) -> Any:
-        """Render the focus sweep (preview quality) into the ``focus sweep`` stack layer; returns it."""
+        """Render the focus sweep into the ``focus sweep`` stack layer. Preview quality renders here and
+        returns the layer; full quality renders in a worker (one plane per full render, the dock
+        counting them) and returns None, the layer following when it is done. Pressing again while a
+        full sweep runs stops it."""
+        if self._sweep_worker is not None:
+            self._sweep_worker.quit()
+            return None
         s = self.session
         if s is None:
             _notify("run the analysis first (DP analysis dock)")
             return None
         try:
             disparities = sweep_disparities(s.analysis, self.sweep_steps.value())
+            controls = (s.strength, s.tolerance)
+            if self.sweep_full.isChecked():
+                self._start_full_sweep(s, disparities, controls)
+                return None
             # the session's own preview: its blur stack is prepared once per analysis, and a few
             # dozen lookups take well under a second, so this runs here rather than racing the live
             # preview's buffers from a worker
-            # 8-bit planes, as the preview's own stack is: 64 planes of a 1120x1680 pair take 90 MB, not 360
-            frames = [np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
-                      for _, img in focus_sweep(s.analysis, disparities, s.strength, s.tolerance, preview=s.preview)]
+            frames = [_to_uint8(img) for _, img in focus_sweep(s.analysis, disparities, *controls, preview=s.preview)]
         except FocusError as exc:
             _notify(str(exc))
             return None
-        stack = np.stack(frames)
+        return self._show_sweep(s, np.stack(frames), disparities, controls, "preview")
+
+    def _start_full_sweep(self, s: FocusSession, disparities: np.ndarray, controls: tuple[float, float]) -> None:
+        from napari.qt.threading import thread_worker
+
+        @thread_worker
+        def work():
+            frames = []
+            for i, (_, img) in enumerate(focus_sweep(s.analysis, disparities, *controls, quality="full")):
+                frames.append(_to_uint8(img))
+                yield i + 1
+            return np.stack(frames)
+
+        worker = work()
+        n = len(disparities)
+        worker.yielded.connect(lambda done: self._alive[0] and self.sweep_label.setText(f"full-quality sweep: {done} of {n} planes rendered"))
+        worker.returned.connect(lambda stack: self._alive[0] and s is self.session and self._show_sweep(s, stack, disparities, controls, "full"))
+        worker.errored.connect(lambda exc: _notify(f"the full-quality sweep failed: {exc}"))
+        worker.finished.connect(self._sweep_finished)
+        self._sweep_worker = worker
+        self.sweep_button.setText("Stop sweep")
+        self.sweep_label.setText(f"full-quality sweep: 0 of {n} planes rendered")
+        worker.start()
+
+    def _sweep_finished(self) -> None:
+        self._sweep_worker = None
+        if self._alive[0]:
+            self.sweep_button.setText("Focus sweep")
+            if self._sweep_layer() is None:
+                self.sweep_label.setText("")
+
+    def _show_sweep(self, s: FocusSession, stack: np.ndarray, disparities: np.ndarray, controls: tuple[float, float], quality: str):
         scale = s.analysis.shape[0] / stack.shape[1]
-        data, kwargs, kind = sweep_layer_data(stack, self.stem, disparities, s.strength, s.tolerance, scale)
+        data, kwargs, kind = sweep_layer_data(stack, self.stem, disparities, *controls, scale)
+        kwargs["metadata"]["dpfocus"]["quality"] = quality
         layer = upsert_layer(self.viewer, data, kwargs, kind, s.analysis.meta.get("pair_id"))
         layer.visible = True
         self._below_focus_layers(layer)
