@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .io import DPPair, DPPairError, load_pair, read_image, save_image
+from .io import DPPair, DPPairError, load_pair, quantise, read_image, save_image
 
 from .analysis import BackendError
 from .refocus import FocusError
@@ -294,31 +294,27 @@ SWEEP_RECORD = "sweep.json"
 def _cmd_sweep(args: argparse.Namespace) -> int:
     """A focal stack: the focal plane swept from the nearest to the farthest surface, one image per step."""
     from .analysis import require_backend
-    from .refocus import check_controls
+    from .refocus import check_controls, check_sweep
 
     check_controls(args.strength, args.tolerance)
-    if args.steps < 2:
-        raise UsageError(f"--steps {args.steps}: a sweep needs at least 2 steps")
-    if args.range is not None and not np.isfinite(args.range).all():
-        raise UsageError(f"--range {args.range[0]:g} {args.range[1]:g}: give two finite disparities in px (NEAR FAR)")
+    check_sweep(args.steps, *(args.range or (None, None)))
     if args.frame_ms < 10:
         raise UsageError(f"--frame-ms {args.frame_ms}: give at least 10 ms per frame")
-    out = _output_folder(args.output, "the sweep's images")
     pairs = _several_pairs(args)
     if pairs:  # a folder of pairs: OUT/<pair name>/ each
+        out = _output_folder(args.output, "the sweeps of a folder of pairs")
         require_backend(args.backend)
         for _, _, name, _ in pairs:  # every pair's folder is checked before any pair runs
             _new_sweep_folder(out / name)
         return _for_each_pair(pairs, args, lambda pair, name: _sweep_into(pair, _new_sweep_folder(out / name), args))
-    _new_sweep_folder(out)
+    out = _new_sweep_folder(Path(args.output))  # before the pair is decoded
     _sweep_into(_load(args), out, args)
     return 0
 
 
 def _new_sweep_folder(folder: Path) -> Path:
     """``folder`` unless it already holds a sweep (earlier results are never overwritten)."""
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{folder}: exists and is not a folder; give a folder for the sweep's images")
+    folder = _output_folder(str(folder), "the sweep's images")
     earlier = sorted(folder.glob("sweep*")) if folder.is_dir() else []
     if earlier:
         raise UsageError(f"{folder}: already holds a sweep ({earlier[0].name}); choose a new folder (earlier results are never overwritten)")
@@ -344,7 +340,7 @@ def _sweep_into(pair: DPPair, out: Path, args: argparse.Namespace) -> None:
         save_image(path, img, bits)
         entries.append({"image": path.name, "d_trg_px": d_trg, "captured_coc_px": analysis.coc_per_disparity * d_trg})
         if args.gif:
-            gif_frames.append(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8))
+            gif_frames.append(quantise(img, 8))
         print(f"{path}: focus at d_trg = {d_trg:+.3f} px")
     record = {
         "pair": {"left": str(pair.left_path) if pair.left_path else None, "right": str(pair.right_path) if pair.right_path else None},
@@ -431,11 +427,12 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
 BUILTIN_CONFIGS = Path(__file__).parent / "nn" / "configs"
 
 
-def _featureless_chance(args: argparse.Namespace) -> float:
-    """``--featureless P`` (train --make-shards, evaluate): a chance in [0, 1]."""
-    if not 0.0 <= args.featureless <= 1.0:
-        raise UsageError(f"--featureless {args.featureless}: give a chance between 0 and 1")
-    return args.featureless
+def _chance(args: argparse.Namespace, name: str) -> float:
+    """``--featureless P`` / ``--psf-variety P`` (train --make-shards, evaluate): a chance in [0, 1]."""
+    value = getattr(args, name)
+    if not 0.0 <= value <= 1.0:
+        raise UsageError(f"--{name.replace('_', '-')} {value}: give a chance between 0 and 1")
+    return value
 
 
 def _builtin_config_names() -> str:
@@ -454,10 +451,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         height, width = args.scene_size or SCENE_SIZE
         if min(height, width) < 64:
             raise UsageError(f"--scene-size {height} {width}: training scenes need at least 64 px on each side")
-        if not 0.0 <= args.psf_variety <= 1.0:
-            raise UsageError(f"--psf-variety {args.psf_variety}: give a chance between 0 and 1")
-        make_shards(args.output, first, count, height=height, width=width, featureless=_featureless_chance(args),
-                    psf_variety=args.psf_variety)
+        make_shards(args.output, first, count, height=height, width=width, featureless=_chance(args, "featureless"),
+                    psf_variety=_chance(args, "psf_variety"))
         return 0
     config_path = Path(args.config)
     if not config_path.is_file():
@@ -500,7 +495,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if min(args.size) < MIN_ANALYSIS_SIDE:
         raise UsageError(f"--size {args.size[0]} {args.size[1]}: the scenes need at least {MIN_ANALYSIS_SIDE} px on each side")
     report = evaluate(backends=args.backend, n_scenes=args.scenes, dpdd=args.dpdd, size=tuple(args.size),
-                      featureless=_featureless_chance(args))
+                      featureless=_chance(args, "featureless"))
     text = format_report(report)
     print(text)
     if args.json:

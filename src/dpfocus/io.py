@@ -37,6 +37,7 @@ __all__ = [
     "load_pair",
     "resolve_pair_paths",
     "dpdd_extras",
+    "quantise",
 ]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -216,6 +217,11 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def quantise(img: np.ndarray, bit_depth: int = 8) -> np.ndarray:
+    """A [0, 1] image as 8- or 16-bit integers (clipped, rounded): what a file of that depth holds."""
+    return np.round(np.clip(img, 0, 1) * (2**bit_depth - 1)).astype(np.uint8 if bit_depth == 8 else np.uint16)
+
+
 def save_image(path: str | os.PathLike, img: np.ndarray, bit_depth: int = 16) -> Path:
     """Save a [0, 1] image as 8- or 16-bit PNG/TIFF (``bit_depth`` 32 writes float32 TIFF)."""
     path = Path(path)
@@ -227,7 +233,7 @@ def save_image(path: str | os.PathLike, img: np.ndarray, bit_depth: int = 16) ->
         if suffix not in (".tif", ".tiff"):
             raise ValueError(f"{path}: float images need a .tif/.tiff name")
         return save_map(path, img)
-    data = np.round(np.clip(img, 0, 1) * (2**bit_depth - 1)).astype(np.uint8 if bit_depth == 8 else np.uint16)
+    data = quantise(img, bit_depth)
     if suffix in (".tif", ".tiff"):
         import tifffile
 

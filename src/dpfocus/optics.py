@@ -240,7 +240,7 @@ class DPPSF(PSFModel):
             raise ValueError("falloff must lie in [0, 1]")
         if self.oversample < 1:
             raise ValueError("oversample must be >= 1")
-        if self.blades not in (0,) and not 3 <= self.blades <= 16:
+        if self.blades != 0 and not 3 <= self.blades <= 16:
             raise ValueError("blades must be 0 (round) or 3..16")
         if not -0.5 <= self.split_offset <= 0.5:
             raise ValueError("split_offset must lie in [-0.5, 0.5] (a fraction of the radius)")

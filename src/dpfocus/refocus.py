@@ -23,7 +23,7 @@ import numpy as np
 from .analysis import Analysis, render_psf_from_spec
 from .optics import BANK_RELATIVE_STEP, BANK_STEP, CalibratedPSF, Layer, PSFModel, bin_weights, bounding_box, coc_bin_centres, convolve_stack, grow_box, linear_to_srgb, render_layers, srgb_to_linear, trim_kernel
 
-__all__ = ["FocusError", "check_controls", "sweep_disparities", "focus_sweep", "focus_disparity", "target_coc", "analysis_psf", "render_refocus", "blur_by_radius", "RefocusPreview", "point_mask", "box_mask"]
+__all__ = ["FocusError", "check_controls", "check_sweep", "sweep_disparities", "focus_sweep", "focus_disparity", "target_coc", "analysis_psf", "render_refocus", "blur_by_radius", "RefocusPreview", "point_mask", "box_mask"]
 
 POINT_RADIUS = 6  # px: a click selects a small disk
 #: behind pixels more than this many CoC bins nearer, the full render fills in the background (what a
@@ -301,23 +301,30 @@ class RefocusPreview:
         return img if self.analysis.aif.ndim == 3 else img[..., 0]
 
 
+def check_sweep(steps: int, near: float | None = None, far: float | None = None) -> None:
+    """FocusError unless a sweep of ``steps`` planes between the given ends can be drawn (before any
+    analysis runs): at least 2 steps, and ends that are finite numbers where given."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
+        raise FocusError(f"a focus sweep needs at least 2 steps, got {steps!r}")
+    ends = [float(v) for v in (near, far) if v is not None]
+    if not np.isfinite(ends).all():
+        raise FocusError(f"the sweep's ends must be two finite disparities (px), got {', '.join(f'{v:g}' for v in ends)}")
+
+
 def sweep_disparities(analysis: Analysis, steps: int = 12, near: float | None = None, far: float | None = None) -> np.ndarray:
     """``steps`` focus disparities (px), evenly spaced from near to far.
 
     By default from the nearest to the farthest surface of the analysis (the 1st and 99th
-    percentiles of its disparity); ``near`` / ``far`` set either end. FocusError for fewer than two
-    steps or an end that is not a finite number.
+    percentiles of its disparity); ``near`` / ``far`` set either end. FocusError as
+    :func:`check_sweep` says, or for a default sweep of a scene at one depth.
     """
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
-        raise FocusError(f"a focus sweep needs at least 2 steps, got {steps!r}")
+    check_sweep(steps, near, far)
     lo, hi = (float(v) for v in np.percentile(analysis.disparity, SWEEP_PERCENTILES))
     if near is None and far is None and hi - lo < MIN_SWEEP_SPAN:
         raise FocusError(f"the scene spans only {hi - lo:.3f} px of disparity (one depth), so every plane would look the same; "
                          "give the sweep's near and far disparities (px) to move the focus off it")
     near = lo if near is None else float(near)
     far = hi if far is None else float(far)
-    if not (np.isfinite(near) and np.isfinite(far)):
-        raise FocusError(f"the sweep's ends must be finite disparities (px), got {near:g} and {far:g}")
     return np.linspace(near, far, int(steps)).astype(np.float64)
 
 

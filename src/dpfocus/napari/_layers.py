@@ -79,6 +79,14 @@ def refocused_layer_data(image, stem: str, d_trg: float, strength: float, scale:
                     "metadata": {"dpfocus": {"kind": "refocused", "d_trg": d_trg, "strength": strength}}}, "image")
 
 
+def focus_mask_layer_data(mask, stem: str, pair_id: str | None) -> tuple[Any, dict, str]:
+    """The pair's focus mask (non-zero = target) as a uint8 labels layer to paint on."""
+    import numpy as np
+
+    return ((np.asarray(mask) > 0).astype(np.uint8), {"name": layer_name(stem, "focus_mask"), "opacity": 0.45,
+                                                      "metadata": {"dpfocus": {"kind": "focus_mask", "pair_id": pair_id}}}, "labels")
+
+
 def sweep_layer_data(stack, stem: str, disparities, strength: float, tolerance: float, scale: float = 1.0) -> tuple[Any, dict, str]:
     """A focus sweep (``N x H x W [x 3]``, float in [0, 1] or uint8, one refocused image per focus
     plane) as an image layer whose first axis is the plane; ``metadata["dpfocus"]["d_trg"]`` lists

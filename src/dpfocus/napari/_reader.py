@@ -13,7 +13,7 @@ from typing import Any, Callable
 from ..analysis import ANALYSIS_FILES
 from ..export import RECORD_FILE
 from ..io import DPPairError, load_pair, looks_like_pair
-from ._layers import analysis_layer_data, layer_name, pair_layer_data
+from ._layers import analysis_layer_data, focus_mask_layer_data, layer_name, pair_layer_data, refocused_layer_data
 
 PathLike = str | os.PathLike
 
@@ -49,8 +49,6 @@ def _read(left: Path, right: Path | None = None) -> list[tuple[Any, dict, str]]:
 def _read_export(folder: Path) -> list[tuple[Any, dict, str]]:
     """An export: its analysis (views and maps), then its focus mask and refocused image as the
     pair's own layers; the focus dock takes up the recorded target, strength and tolerance."""
-    import numpy as np
-
     from ..export import load_record
     from ..io import read_image
 
@@ -67,15 +65,16 @@ def _read_export(folder: Path) -> list[tuple[Any, dict, str]]:
     stem, pair_id = analysis.meta.get("pair_name") or folder.name, analysis.meta["pair_id"]
     controls = {k: float(record[k]) for k in ("d_trg", "strength", "tolerance") if isinstance(record.get(k), (int, float))}
     analysis.meta["restored_focus"] = controls  # the focus dock's session for this pair starts from it
-    source = {"pair_id": pair_id, "source": str(folder)}
     if refocused is not None and refocused.shape[:2] == analysis.shape:
-        layers.append((refocused, {"name": layer_name(stem, "refocused"), "rgb": refocused.ndim == 3, "contrast_limits": (0.0, 1.0),
-                                   "metadata": {"dpfocus": {"kind": "refocused", "quality": "full", **controls, **source}}}, "image"))
+        data, kwargs, kind = refocused_layer_data(refocused, stem, controls.get("d_trg"), controls.get("strength", 1.0))
+        kwargs["metadata"]["dpfocus"].update(pair_id=pair_id, source=str(folder), tolerance=controls.get("tolerance", 0.0), quality="full")
+        layers.append((data, kwargs, kind))
     if mask is not None:
         mask = mask.max(axis=2) if mask.ndim == 3 else mask
         if mask.shape == analysis.shape:
-            layers.append(((mask > 0.5).astype(np.uint8), {"name": layer_name(stem, "focus_mask"), "opacity": 0.45,
-                                                            "metadata": {"dpfocus": {"kind": "focus_mask", **source}}}, "labels"))
+            data, kwargs, kind = focus_mask_layer_data(mask > 0.5, stem, pair_id)
+            kwargs["metadata"]["dpfocus"]["source"] = str(folder)
+            layers.append((data, kwargs, kind))
         else:
             _notify(f"{folder / 'focus_mask.png'}: is {mask.shape[1]}x{mask.shape[0]} but the analysis is "
                     f"{analysis.shape[1]}x{analysis.shape[0]}; the mask was left out", error=False)

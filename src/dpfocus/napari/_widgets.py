@@ -29,10 +29,10 @@ from qtpy.QtWidgets import (
 from superqt import QLabeledDoubleSlider
 
 from ..analysis import Analysis, AnalysisCancelled, analyze_steps, backend_tiles, backends
-from ..io import DPPair, DPPairError
+from ..io import DPPair, DPPairError, quantise
 from ..refocus import FocusError, focus_sweep, sweep_disparities
 from ..session import FocusSession
-from ._layers import analysis_layer_data, layer_name, refocused_layer_data, sweep_layer_data
+from ._layers import analysis_layer_data, focus_mask_layer_data, layer_name, refocused_layer_data, sweep_layer_data
 
 #: analyses of this napari session, by (pair id, backend): switching back is instant
 ANALYSES: dict[tuple[str, str], Analysis] = {}
@@ -424,12 +424,6 @@ class AnalysisWidget(QWidget):
         EVENTS.analysis_ready.emit(analysis)
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    """A display-encoded [0, 1] image as 8 bits: sweep planes, as the preview's own blur stack is (64
-    planes of a 1120x1680 pair take 90 MB, not 360 MB of float32)."""
-    return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
-
-
 class FocusWidget(QWidget):
     """Paint, click, box or type a focus target; the refocused layer follows live."""
 
@@ -625,8 +619,8 @@ class FocusWidget(QWidget):
             return
         pair_id = s.analysis.meta.get("pair_id")
         if self._layer("mask") is None:
-            self.viewer.add_labels(np.zeros(s.analysis.shape, np.uint8), name=layer_name(self.stem, "focus_mask"), opacity=0.45,
-                                   metadata={"dpfocus": {"kind": "focus_mask", "pair_id": pair_id}})
+            data, kwargs, _ = focus_mask_layer_data(np.zeros(s.analysis.shape, np.uint8), self.stem, pair_id)
+            self.viewer.add_labels(data, **kwargs)
         if self._layer("points") is None:
             self.viewer.add_points(np.zeros((0, 2)), name=f"{self.stem} focus points", size=12, face_color=POSITIVE_COLOR,
                                    border_color="black", features={"positive": np.zeros(0, bool)},
@@ -656,11 +650,11 @@ class FocusWidget(QWidget):
         self._show_d_trg()
 
     def _layer(self, suffix: str):
-        """The current pair's focus layer: ``"mask"``, ``"points"`` or ``"boxes"`` (found by metadata)."""
+        """The current pair's focus layer: ``"mask"``, ``"points"``, ``"boxes"`` or ``"sweep"`` (found by metadata)."""
         s = self.session
         if s is None:
             return None
-        kind = {"mask": "focus_mask", "points": "focus_points", "boxes": "focus_boxes"}[suffix]
+        kind = {"mask": "focus_mask", "points": "focus_points", "boxes": "focus_boxes", "sweep": "focus_sweep"}[suffix]
         for layer in self.viewer.layers:
             info = _info(layer)
             if info.get("kind") == kind and info.get("pair_id") == s.analysis.meta.get("pair_id"):
@@ -906,8 +900,9 @@ class FocusWidget(QWidget):
                 return None
             # the session's own preview: its blur stack is prepared once per analysis, and a few
             # dozen lookups take well under a second, so this runs here rather than racing the live
-            # preview's buffers from a worker
-            frames = [_to_uint8(img) for _, img in focus_sweep(s.analysis, disparities, *controls, preview=s.preview)]
+            # preview's buffers from a worker; 8-bit planes, as that stack is (64 planes of a
+            # 1120x1680 pair take 90 MB, not 360)
+            frames = [quantise(img, 8) for _, img in focus_sweep(s.analysis, disparities, *controls, preview=s.preview)]
         except FocusError as exc:
             _notify(str(exc))
             return None
@@ -920,7 +915,7 @@ class FocusWidget(QWidget):
         def work():
             frames = []
             for i, (_, img) in enumerate(focus_sweep(s.analysis, disparities, *controls, quality="full")):
-                frames.append(_to_uint8(img))
+                frames.append(quantise(img, 8))
                 yield i + 1
             return np.stack(frames)
 
@@ -939,7 +934,7 @@ class FocusWidget(QWidget):
         self._sweep_worker = None
         if self._alive[0]:
             self.sweep_button.setText("Focus sweep")
-            if self._sweep_layer() is None:
+            if self._layer("sweep") is None:
                 self.sweep_label.setText("")
 
     def _show_sweep(self, s: FocusSession, stack: np.ndarray, disparities: np.ndarray, controls: tuple[float, float], quality: str):
@@ -956,19 +951,9 @@ class FocusWidget(QWidget):
         self._show_sweep_plane()
         return layer
 
-    def _sweep_layer(self):
-        s = self.session
-        if s is None:
-            return None
-        for layer in self.viewer.layers:
-            info = _info(layer)
-            if info.get("kind") == "focus_sweep" and info.get("pair_id") == s.analysis.meta.get("pair_id"):
-                return layer
-        return None
-
     def sweep_plane(self) -> tuple[int, float] | None:
         """``(index, d_trg)`` of the sweep plane the viewer's slider shows, or None without a sweep."""
-        layer = self._sweep_layer()
+        layer = self._layer("sweep")
         if layer is None:
             return None
         disparities = _info(layer).get("d_trg", [])
@@ -985,7 +970,7 @@ class FocusWidget(QWidget):
             self.sweep_label.setText("")
             return
         index, d = plane
-        n = len(_info(self._sweep_layer()).get("d_trg", []))
+        n = len(_info(self._layer("sweep")).get("d_trg", []))
         coc = self.session.analysis.coc_per_disparity * d
         self.sweep_label.setText(f"sweep plane {index + 1} of {n}: d_trg {d:+.3f} px (captured CoC there {coc:+.2f} px)")
 

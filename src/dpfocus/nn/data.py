@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluate import HELD_OUT_SEED
+from ..io import quantise
 from ..scenes import SceneConfig, generate_scene
 
 __all__ = ["TRAIN_SEED_OFFSET", "training_config", "render_training_scene", "make_shards", "SceneSampler", "Batch", "RealPairPool", "list_real_pairs"]
@@ -50,6 +51,14 @@ def training_config(rng: np.random.Generator, height: int, width: int, max_coc: 
 SCENE_SIZE = (192, 256)
 
 
+IMAGE_KEYS = ("left", "right", "aif", "combined")  # stored as uint16 in shards and in memory
+
+
+def _rgb(img: np.ndarray) -> np.ndarray:
+    """Grey repeated to three channels (the network always sees RGB)."""
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+
+
 def render_training_scene(seed: int, height: int = SCENE_SIZE[0], width: int = SCENE_SIZE[1], max_coc: float = 25.0, featureless: float = 0.0,
                           psf_variety: float = 0.0) -> dict:
     """One training scene as arrays: left, right, aif (H x W x 3; grey repeated), disparity, coc, J."""
@@ -57,15 +66,11 @@ def render_training_scene(seed: int, height: int = SCENE_SIZE[0], width: int = S
         raise ValueError(f"seed {seed} is a benchmark seed; training never uses {HELD_OUT_SEED}+")
     rng = np.random.default_rng(seed + 7)
     scene = generate_scene(seed, training_config(rng, height, width, max_coc, featureless, psf_variety))
-
-    def rgb(img: np.ndarray) -> np.ndarray:
-        return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
-
     return {
-        "left": rgb(scene.left),
-        "right": rgb(scene.right),
-        "aif": rgb(scene.aif),
-        "combined": rgb(scene.combined),
+        "left": _rgb(scene.left),
+        "right": _rgb(scene.right),
+        "aif": _rgb(scene.aif),
+        "combined": _rgb(scene.combined),
         "disparity": scene.disparity.astype(np.float32),
         "coc": scene.coc.astype(np.float32),
         "J": np.float32(scene.coc_per_disparity),
@@ -90,8 +95,7 @@ def make_shards(out_dir: str | Path, first: int, count: int, per_shard: int = 20
             continue
         scenes = [render_training_scene(TRAIN_SEED_OFFSET + s, height, width, featureless=featureless, psf_variety=psf_variety)
                   for s in range(start, min(start + per_shard, first + count))]
-        arrays = {key: np.stack([s[key] for s in scenes]) for key in ("left", "right", "aif", "combined")}
-        arrays = {k: np.round(v * 65535).astype(np.uint16) for k, v in arrays.items()}
+        arrays = {key: quantise(np.stack([s[key] for s in scenes]), 16) for key in IMAGE_KEYS}
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **arrays, disparity=np.stack([s["disparity"] for s in scenes]).astype(np.float16),
                  coc=np.stack([s["coc"] for s in scenes]).astype(np.float16), J=np.array([s["J"] for s in scenes], np.float32))
@@ -167,8 +171,7 @@ class RealPairPool:
             pair = load_pair(left, right)  # DPPairError names an unreadable file
             images = {"left": pair.left, "right": pair.right, "aif": pair.target,
                       "combined": pair.combined if pair.combined is not None else (pair.left + pair.right) / 2}
-            rgb = {k: np.repeat(v[..., None], 3, axis=2) if v.ndim == 2 else v for k, v in images.items()}
-            self._cache[index] = {k: np.round(np.clip(v, 0, 1) * 65535).astype(np.uint16) for k, v in rgb.items()}
+            self._cache[index] = {k: quantise(_rgb(v), 16) for k, v in images.items()}
         return self._cache[index]
 
     def smallest_side(self) -> int:
@@ -265,7 +268,7 @@ class SceneSampler:
             return {k: self.data[k][i] for k in self.data}
         self._next_seed += 1
         s = render_training_scene(TRAIN_SEED_OFFSET + self._next_seed, *self.scene_size, psf_variety=self.psf_variety)
-        return {k: (np.round(v * 65535).astype(np.uint16) if k in ("left", "right", "aif", "combined") else v) for k, v in s.items()}
+        return {k: (quantise(v, 16) if k in IMAGE_KEYS else v) for k, v in s.items()}
 
     def batch(self, size: int) -> Batch:
         cols: dict[str, list] = {k: [] for k in ("left", "right", "aif", "combined", "disparity", "coc", "J", "has_depth")}
@@ -277,7 +280,7 @@ class SceneSampler:
             x = int(self.rng.integers(0, w - self.crop + 1))
             sl = (slice(y, y + self.crop), slice(x, x + self.crop))
             item = {k: s[k][sl].astype(np.float32) for k in ("left", "right", "aif", "combined", "disparity", "coc")}
-            for k in ("left", "right", "aif", "combined"):
+            for k in IMAGE_KEYS:
                 item[k] /= 65535.0
             if self.highlight_clip > 0 and self.rng.uniform() < self.highlight_clip:
                 _overexpose(item, float(self.rng.uniform(1.5, 4.0)))
@@ -286,7 +289,7 @@ class SceneSampler:
                 item["left"], item["right"] = item["right"], item["left"]
             if self.rng.uniform() < 0.5:
                 item = {k: v[::-1] for k, v in item.items()}
-            for k in ("left", "right", "aif", "combined"):
+            for k in IMAGE_KEYS:
                 cols[k].append(np.ascontiguousarray(item[k].transpose(2, 0, 1)))
             for k in ("disparity", "coc"):
                 cols[k].append(np.ascontiguousarray(item[k])[None])
