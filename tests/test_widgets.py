@@ -497,3 +497,4 @@ def test_full_quality_sweep_renders_in_a_worker_and_can_be_stopped(analysed, qtb
     focus.sweep()
     qtbot.waitUntil(lambda: focus.sweep_button.text() == "Focus sweep", timeout=120_000)
     assert viewer.layers["garden focus sweep"].data.shape[0] == 3
+    assert "of 3:" in focus.sweep_label.text()  # the label names the kept sweep's plane again

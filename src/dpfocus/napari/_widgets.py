@@ -934,8 +934,7 @@ class FocusWidget(QWidget):
         self._sweep_worker = None
         if self._alive[0]:
             self.sweep_button.setText("Focus sweep")
-            if self._layer("sweep") is None:
-                self.sweep_label.setText("")
+            self._show_sweep_plane()  # the plane on screen again, not the stopped sweep's count
 
     def _show_sweep(self, s: FocusSession, stack: np.ndarray, disparities: np.ndarray, controls: tuple[float, float], quality: str):
         scale = s.analysis.shape[0] / stack.shape[1]
