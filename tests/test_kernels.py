@@ -64,3 +64,31 @@ def test_cli_kernels_writes_atlas_usage_and_pixel_kernels(tmp_path, capsys):
     assert (out / report["points"][0]["image"]).is_file()
     assert main(["kernels", str(left), "-o", str(tmp_path / "bad"), "--point", "5000", "1"]) == 2
     assert "outside" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_cli_kernels_of_every_pair_of_a_folder(tmp_path, rng, capsys):
+    from dpfocus.io import save_image
+    from test_analysis import plane_pair
+
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for name, coc in (("near", 2.0), ("far", 6.0)):
+        pair, _ = plane_pair(rng, coc, 64, 96)
+        save_image(pairs / f"{name}_L.png", pair.left, 8)
+        save_image(pairs / f"{name}_R.png", pair.right, 8)
+    # pixels of one image make no sense for a folder: refused before anything runs
+    assert main(["kernels", str(pairs), "-o", str(tmp_path / "k"), "--point", "5", "5"]) == 2
+    assert "--mask and --point name pixels of one image" in capsys.readouterr().err and not (tmp_path / "k").exists()
+    (pairs / "broken_L.png").write_bytes(b"not a png")
+    (pairs / "broken_R.png").write_bytes(b"not a png")
+    assert main(["kernels", str(pairs), "-o", str(tmp_path / "k")]) == 2
+    assert "1 pair(s) skipped (broken)" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["far", "near"]
+    mode = {}
+    for name in ("near", "far"):
+        report = json.loads((tmp_path / "k" / name / "kernels.json").read_text())
+        assert report["pair"]["left"].endswith(f"{name}_L.png") and (tmp_path / "k" / name / "atlas.png").is_file()
+        assert sum(k["pixels"] for k in report["kernels"]) == 64 * 96
+        mode[name] = max(report["kernels"], key=lambda k: k["pixels"])["coc_px"]
+    # each pair's usage is its own: the farther plane mostly uses a larger-CoC kernel
+    assert mode["far"] > mode["near"] + 2

@@ -381,12 +381,18 @@ def _deblur_into(pair: DPPair, out: Path, args: argparse.Namespace) -> None:
 
 def _cmd_kernels(args: argparse.Namespace) -> int:
     """The kernel inspector without a window: atlas, usage (image / mask) and clicked pixels' kernels."""
-    from .kernels import crop_to_support, kernel_atlas, kernel_usage, pixel_kernels
+    pairs = _several_pairs(args)
+    if pairs:  # a folder of pairs: OUT/<pair name>/ each, atlas and usage only
+        from .analysis import require_backend
 
+        if args.mask is not None or args.point:
+            raise UsageError(f"{args.left} holds {len(pairs)} pairs: --mask and --point name pixels of one image; "
+                             "give them with one pair's files, or leave them out to get every pair's atlas and usage")
+        out = _output_folder(args.output, "the kernel files of a folder of pairs")
+        require_backend(args.backend)
+        return _for_each_pair(pairs, args, lambda pair, name: _kernels_into(pair, _output_folder(str(out / name), "the kernel files"), args, None))
     pair = _load(args)
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: exists and is not a folder; give a folder for the kernel files")
+    out = _output_folder(args.output, "the kernel files")
     mask = None
     if args.mask is not None:
         mask, _ = read_image(args.mask)
@@ -397,11 +403,19 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
     for x, y in args.point or []:
         if not (0 <= x < w and 0 <= y < h):
             raise UsageError(f"--point {x:g} {y:g} lies outside the {w}x{h} image; use 0 <= X < {w}, 0 <= Y < {h}")
+    _kernels_into(pair, out, args, mask)
+    return 0
+
+
+def _kernels_into(pair: DPPair, out: Path, args: argparse.Namespace, mask: np.ndarray | None) -> None:
+    from .kernels import crop_to_support, kernel_atlas, kernel_usage, pixel_kernels
+
     analysis = _analyze(pair, args)
     out.mkdir(parents=True, exist_ok=True)
     atlas = kernel_atlas(analysis)
     save_image(out / "atlas.png", atlas.image, 8)
     report = {
+        "pair": {"left": str(pair.left_path) if pair.left_path else None, "right": str(pair.right_path) if pair.right_path else None},
         "backend": analysis.backend,
         "kernels": [{"index": i, "coc_px": float(c), "label": label, "tile_yxhw": [int(v) for v in box[1:]], "pixels": int(n)}
                     for i, (c, label, box, n) in enumerate(zip(analysis.kernel_cocs, atlas.labels, atlas.boxes, kernel_usage(analysis)))],
@@ -420,8 +434,8 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
                                  "top": [{"index": i, "weight": wgt, "coc_px": c} for i, wgt, c in p.top]})
         print(f"pixel x={p.x} y={p.y}: CoC {p.coc:+.2f} px; top " + ", ".join(f"#{i} {wgt:.2f}" for i, wgt, _ in p.top))
     (out / "kernels.json").write_text(json.dumps(report, indent=2, default=float))
-    print(f"{out / 'atlas.png'}: {len(analysis.kernel_cocs)} kernels; usage in {out / 'kernels.json'}")
-    return 0
+    used = sum(1 for entry in report["kernels"] if entry["pixels"] > 0)
+    print(f"{out / 'atlas.png'}: {len(analysis.kernel_cocs)} kernels, {used} in use ({pair.name}); usage in {out / 'kernels.json'}")
 
 
 BUILTIN_CONFIGS = Path(__file__).parent / "nn" / "configs"
@@ -591,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("kernels", help="kernel inspector: bank atlas, kernel usage, and the kernels of chosen pixels")
     pair_args(p)
-    p.add_argument("-o", "--output", required=True, help="output folder (atlas.png, kernels.json, kernel_xX_yY.png)")
+    p.add_argument("-o", "--output", required=True, help="output folder (atlas.png, kernels.json, kernel_xX_yY.png; for a folder of several pairs: a folder per pair)")
     p.add_argument("--point", type=float, nargs=2, action="append", metavar=("X", "Y"), help="a pixel to inspect (repeatable)")
     p.add_argument("--mask", help="count kernel usage inside this mask too")
     p.set_defaults(func=_cmd_kernels)
