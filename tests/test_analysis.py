@@ -6,7 +6,7 @@ from dpfocus.analysis import Analysis, analyze, backends, load_analysis, save_an
 from dpfocus.classical import kernel_bank
 from dpfocus.cli import main as cli_main
 from dpfocus.evaluate import ground_truth_analysis, psnr
-from dpfocus.io import DPPair, read_image, save_image
+from dpfocus.io import DPPair, DPPairError, read_image, save_image
 from dpfocus.optics import DPPSF, Layer, linear_to_srgb, render_layers, srgb_to_linear
 from dpfocus.refocus import FocusError, RefocusPreview, focus_disparity, render_refocus, target_coc
 from dpfocus.scenes import SceneConfig, generate_scene
@@ -462,3 +462,33 @@ def test_a_damaged_analysis_folder_is_named_in_one_line(tmp_path, rng, damage, m
     with pytest.raises(DPPairError) as err:
         load_analysis(tmp_path / "out")
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_backdrop_plane_ranks_the_wall_and_the_renderer_follows_the_blur(tmp_path):
+    from dataclasses import replace
+
+    from scipy.stats import spearmanr
+
+    scene = generate_scene(700015, SceneConfig(height=384, width=576))  # a wall spanning 0.2 px of CoC, three objects
+    pair = DPPair.from_arrays(scene.left, scene.right, name="wall")
+    a = analyze(pair)
+    plane = a.meta["backdrop_plane"]
+    assert plane["fraction"] > 0.8 and abs(plane["tilt_x_px"]) + abs(plane["tilt_y_px"]) < 1.5
+    wall = scene.labels == 0
+    assert spearmanr(a.disparity[wall], scene.disparity[wall]).correlation > 0.95
+    np.testing.assert_allclose(a.coc, a.disparity * a.coc_per_disparity, rtol=1e-4, atol=1e-4)
+    # the blur map keeps each object's spill onto the wall: the kernel index and the renderer use it
+    assert a.blur_coc is not None and spearmanr(a.blur[wall], scene.disparity[wall]).correlation < 0.9
+    np.testing.assert_allclose(a.blur_disparity * a.coc_per_disparity, a.blur_coc, rtol=1e-5, atol=1e-5)
+    rendered_as_blur = replace(a, disparity=a.blur_disparity, coc=a.blur_coc, blur_coc=None, meta={})
+    mask = scene.labels == scene.objects[0]["label"]
+    d_trg = focus_disparity(a, mask=mask)
+    assert d_trg == pytest.approx(focus_disparity(rendered_as_blur, mask=mask))
+    np.testing.assert_allclose(render_refocus(a, d_trg, strength=1.5), render_refocus(rendered_as_blur, d_trg, strength=1.5), atol=1e-6)
+    # and it travels with the analysis files
+    save_analysis(a, tmp_path / "out")
+    back = load_analysis(tmp_path / "out")
+    np.testing.assert_allclose(back.blur_coc, a.blur_coc)
+    (tmp_path / "out" / "blur_coc.tif").write_bytes(b"not a tiff")
+    with pytest.raises(DPPairError, match="blur_coc.tif"):
+        load_analysis(tmp_path / "out")

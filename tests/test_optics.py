@@ -266,3 +266,60 @@ def test_psf_settings_outside_their_range_are_refused():
     for bad in (dict(blades=2), dict(blades=40), dict(split_offset=0.7), dict(cat_eye=1.5)):
         with pytest.raises(ValueError):
             DPPSF(**bad)
+
+
+def _wall_scene(rng, h=240, w=360, tilt=(0.3, -0.2), noise=0.8):
+    """A wall whose CoC spans a fraction of a pixel, a nearer square object, a halo of the
+    object's CoC spilled onto the wall around it, and noisy per-pixel evidence."""
+    x = (np.arange(w) + 0.5) / w - 0.5
+    y = (np.arange(h) + 0.5) / h - 0.5
+    wall = (6.0 + tilt[0] * x[None, :] + tilt[1] * y[:, None]).astype(np.float32)
+    obj = np.zeros((h, w), bool)
+    obj[80:160, 120:200] = True
+    halo = np.zeros((h, w), bool)
+    halo[72:168, 112:208] = True
+    halo &= ~obj
+    truth = np.where(obj, 1.0, wall).astype(np.float32)
+    estimate = np.where(obj | halo, 1.0, wall + rng.normal(0, 0.15, (h, w))).astype(np.float32)
+    evidence = np.where(obj | halo, 1.0, wall + rng.normal(0, noise, (h, w))).astype(np.float32)
+    image = np.where(obj[..., None], np.float32([0.8, 0.2, 0.2]), np.float32([0.2, 0.5, 0.3]))
+    image = (image + rng.normal(0, 0.02, image.shape)).astype(np.float32)
+    return truth, estimate, evidence, image, obj, halo
+
+
+def test_backdrop_plane_ranks_a_wall_spanning_a_fraction_of_a_pixel(rng):
+    from scipy.stats import spearmanr
+
+    from dpfocus.optics import flatten_backdrop
+
+    truth, estimate, evidence, image, obj, halo = _wall_scene(rng)
+    wall = ~obj
+    before = spearmanr(estimate[wall & ~halo], truth[wall & ~halo]).correlation
+    flat, plane = flatten_backdrop(estimate, evidence, np.ones_like(estimate), image)
+    after = spearmanr(flat[wall], truth[wall]).correlation
+    assert before < 0.6 and after > 0.99
+    assert plane.tilt_x == pytest.approx(0.3, abs=0.05) and plane.tilt_y == pytest.approx(-0.2, abs=0.05)
+    # the object keeps its own CoC (its corner pixels, blurred half into the wall's colour, may
+    # not); the halo around it has the wall's colour and joins the wall
+    inner = np.zeros_like(obj)
+    inner[81:159, 121:199] = True
+    np.testing.assert_array_equal(flat[inner], estimate[inner])
+    assert np.all(np.abs(flat[halo] - truth[halo]) < 0.05)
+    # keep: part of each pixel's own difference from the plane stays
+    kept, _ = flatten_backdrop(estimate, evidence, np.ones_like(estimate), image, keep=0.5)
+    np.testing.assert_allclose(kept[wall & ~halo], (flat + 0.5 * (estimate - flat))[wall & ~halo], atol=1e-5)
+    # a large map is examined at a reduced size and gets the same plane in its own px
+    big = [np.kron(a, np.ones((4, 4), np.float32)) for a in (estimate, evidence)]
+    big_flat, big_plane = flatten_backdrop(2 * big[0], 2 * big[1], np.ones_like(big[0]), np.kron(image, np.ones((4, 4, 1), np.float32)))
+    assert big_flat.shape == big[0].shape and big_plane.tilt_x == pytest.approx(0.6, abs=0.1)
+
+
+def test_backdrop_plane_leaves_ramps_and_scattered_maps_alone(rng):
+    from dpfocus.optics import flatten_backdrop
+
+    _, estimate, evidence, image, _, _ = _wall_scene(rng, tilt=(0.0, 4.0))  # a ground plane: its ramp ranks it
+    same, plane = flatten_backdrop(estimate, evidence, np.ones_like(estimate), image)
+    assert plane is None and same is estimate
+    scattered = rng.uniform(-10, 10, (120, 160)).astype(np.float32)  # no value covers 15 % of the image
+    same, plane = flatten_backdrop(scattered, scattered, np.ones_like(scattered), np.zeros((120, 160), np.float32))
+    assert plane is None and same is scattered

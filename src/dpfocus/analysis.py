@@ -30,6 +30,8 @@ ANALYSIS_FILES = {
 }
 #: the captured photo beside them (optional when reading: an older folder refocuses from the AIF alone)
 PHOTO_FILE = "photo.png"
+#: the blur map, where it differs from the CoC map (optional: see ``Analysis.blur_coc``)
+BLUR_FILE = "blur_coc.tif"
 
 
 def render_psf_spec(psf) -> dict:
@@ -85,6 +87,11 @@ class Analysis:
         The captured ordinary photo (display-encoded, the views' shape) that was analysed:
         :func:`analyze` attaches the pair's own, or ``(L + R) / 2``. Refocusing re-blurs it wherever
         the target needs at least the captured blur, and uses the all-in-focus image elsewhere.
+    blur_coc : ndarray, H x W float32, optional
+        The CoC of the blur each pixel shows, where a backend's ``coc`` models the scene instead
+        (the backdrop plane, ``optics.flatten_backdrop``): a nearer object's blur spilling onto
+        the wall around it counts as that object's. The kernel index and weights, the
+        deconvolution and the renderer's layers follow it; None = ``coc``.
     """
 
     disparity: np.ndarray
@@ -100,10 +107,29 @@ class Analysis:
     meta: dict = field(default_factory=dict)
     kernel_weights_topk: tuple[np.ndarray, np.ndarray] | None = None
     photo: np.ndarray | None = None
+    blur_coc: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.disparity.shape  # type: ignore[return-value]
+
+    def backdrop_note(self) -> str:
+        """One line on the backdrop plane the backend put in (``meta["backdrop_plane"]``), or ""."""
+        plane = self.meta.get("backdrop_plane")
+        if not plane:
+            return ""
+        return (f"backdrop: a plane over {plane['fraction']:.0%} of the image, CoC {plane['centre_coc_px']:+.2f} px at the centre, "
+                f"{plane['tilt_x_px']:+.2f} / {plane['tilt_y_px']:+.2f} px across its width / height")
+
+    @property
+    def blur(self) -> np.ndarray:
+        """The CoC of the blur each pixel shows (``blur_coc``, or ``coc`` where they agree)."""
+        return self.coc if self.blur_coc is None else self.blur_coc
+
+    @property
+    def blur_disparity(self) -> np.ndarray:
+        """``blur`` in px of disparity: the depth the renderer layers each pixel at."""
+        return self.disparity if self.blur_coc is None else (self.blur_coc / np.float32(self.coc_per_disparity)).astype(np.float32)
 
     def kernel_weights(self, y: int, x: int, top_k: int = 5) -> list[tuple[int, float]]:
         """The bank entries that make up pixel (y, x)'s kernel, as ``(index, weight)``, largest first."""
@@ -111,7 +137,7 @@ class Analysis:
             idx, w = self.kernel_weights_topk
             pairs = [(int(i), float(v)) for i, v in zip(idx[y, x], w[y, x]) if v > 0]
         else:
-            c = float(self.coc[y, x])
+            c = float(self.blur[y, x])
             bank = self.kernel_cocs
             hi = int(np.clip(np.searchsorted(bank, c), 1, len(bank) - 1)) if len(bank) > 1 else 0
             lo = max(hi - 1, 0)
@@ -297,6 +323,8 @@ def save_analysis(analysis: Analysis, folder: str | Path, bit_depth: int | None 
     }
     if analysis.photo is not None:
         out["photo"] = save_image(folder / PHOTO_FILE, analysis.photo, bits)
+    if analysis.blur_coc is not None:
+        out["blur_coc"] = save_map(folder / BLUR_FILE, analysis.blur_coc.astype(np.float32))
     kernels_path = folder / ANALYSIS_FILES["kernels"]
     np.savez_compressed(kernels_path, cocs=analysis.kernel_cocs, left=analysis.kernels_left, right=analysis.kernels_right)
     out["kernels"] = kernels_path
@@ -354,10 +382,16 @@ def load_analysis(folder: str | Path) -> Analysis:
     except Exception as exc:
         raise DPPairError(f"{folder / ANALYSIS_FILES['kernels']}: not a kernel bank ({type(exc).__name__}: {exc}); re-run `dpfocus analyze`") from None
     photo = read_image(folder / PHOTO_FILE)[0] if (folder / PHOTO_FILE).exists() else None
+    blur = None
+    if (folder / BLUR_FILE).exists():
+        try:
+            blur = tifffile.imread(folder / BLUR_FILE)
+        except Exception as exc:
+            raise DPPairError(f"{folder / BLUR_FILE}: cannot be read ({type(exc).__name__}: {exc}); re-run `dpfocus analyze`") from None
     shape = aif.shape[:2]
-    for key, arr in [*maps.items(), ("photo", photo)]:
+    for key, arr in [*maps.items(), ("photo", photo), ("blur", blur)]:
         if arr is not None and (arr.ndim < 2 or arr.shape[:2] != shape):
-            name = PHOTO_FILE if key == "photo" else ANALYSIS_FILES[key]
+            name = {"photo": PHOTO_FILE, "blur": BLUR_FILE}.get(key) or ANALYSIS_FILES[key]
             size = f"{arr.shape[1]}x{arr.shape[0]}" if arr.ndim >= 2 else f"not an image (shape {arr.shape})"
             raise DPPairError(f"{folder / name}: is {size} but {ANALYSIS_FILES['aif']} is {shape[1]}x{shape[0]}; "
                               "it is damaged or from another analysis, re-run `dpfocus analyze`")
@@ -376,4 +410,5 @@ def load_analysis(folder: str | Path) -> Analysis:
         backend=record["backend"],
         meta={k: v for k, v in record.items() if k not in ("J", "files")},
         photo=photo,
+        blur_coc=blur,
     )

@@ -38,7 +38,7 @@ import scipy.fft
 
 from .analysis import Analysis, register_backend
 from .io import DPPair
-from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bin_weights, bounding_box, coc_bin_centres, grow_box, linear_to_srgb, nearest_bin, pad_dp_pair, pull_push_fill, smooth_surfaces, srgb_to_linear, trim_kernel
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bin_weights, bounding_box, coc_bin_centres, flatten_backdrop, grow_box, linear_to_srgb, nearest_bin, pad_dp_pair, pull_push_fill, smooth_surfaces, srgb_to_linear, trim_kernel
 
 __all__ = ["classical_backend", "estimate_disparity", "deconvolve_aif", "kernel_bank", "guided_filter"]
 
@@ -263,6 +263,22 @@ def likelihood_costs(
     return costs
 
 
+def _cost_minimum(costs: np.ndarray, candidates: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel: the sub-bin minimum of a cost volume (a parabola through the best candidate and
+    its neighbours), the parabola's curvature (how sharply the costs single it out, per px^2), the
+    best candidate's index and its cost."""
+    n = len(candidates)
+    best = costs.argmin(axis=0)
+    rows, cols = np.indices(best.shape)
+    c0 = costs[best, rows, cols]
+    cm = costs[np.clip(best - 1, 0, n - 1), rows, cols]
+    cp = costs[np.clip(best + 1, 0, n - 1), rows, cols]
+    denom = cm - 2 * c0 + cp
+    offset = np.where(denom > 1e-9, 0.5 * (cm - cp) / np.maximum(denom, 1e-9), 0.0)
+    value = (candidates[best] + step * np.clip(offset, -0.5, 0.5)).astype(np.float32)
+    return value, (np.maximum(denom, 0) / step**2).astype(np.float32), best, c0
+
+
 def estimate_disparity(
     left: np.ndarray,
     right: np.ndarray,
@@ -271,6 +287,7 @@ def estimate_disparity(
     max_coc: float = 24.0,
     work_size: int = 720,
     progress: Progress | None = None,
+    details: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Signed CoC (px) and confidence at the input resolution, from the DP blur model.
 
@@ -284,6 +301,10 @@ def estimate_disparity(
         Largest |CoC| searched, in input pixels.
     work_size : int
         The longer side is reduced to about this many pixels for the search.
+    details : dict, optional
+        Filled with ``backdrop_plane``, the plane ``optics.flatten_backdrop`` put in (input px of
+        CoC) or None, and ``blur_coc``, the map before it: the blur each pixel shows, a nearer
+        object's spill onto the wall around it included (what the deconvolution must undo).
     """
     h, w = left.shape[:2]
     scale = max(1, int(round(max(h, w) / work_size)))
@@ -298,16 +319,13 @@ def estimate_disparity(
     candidates = np.arange(-reach, reach + step / 2, step, dtype=np.float32)
     window = COST_WINDOW
     costs = likelihood_costs(gl, gr, psf, candidates, window=window, progress=progress)
+    # each pixel's own evidence, before aggregation spreads its neighbours' into it: the backdrop
+    # plane is fitted to this (aggregation streaks across a weakly textured wall)
+    own_coc, own_certainty, _, _ = _cost_minimum(costs, candidates, step)
     guide = np.sqrt(gl / (gl.max() + 1e-6))
     costs = semi_global(costs, guide, p1=SGM_P1, p2=SGM_P2)
-    best = costs.argmin(axis=0)
+    coc, _, best, c0 = _cost_minimum(costs, candidates, step)
     rows, cols = np.indices(best.shape)
-    c0 = costs[best, rows, cols]
-    cm = costs[np.clip(best - 1, 0, len(candidates) - 1), rows, cols]
-    cp = costs[np.clip(best + 1, 0, len(candidates) - 1), rows, cols]
-    denom = cm - 2 * c0 + cp
-    offset = np.where(denom > 1e-9, 0.5 * (cm - cp) / np.maximum(denom, 1e-9), 0.0)
-    coc = candidates[best] + step * np.clip(offset, -0.5, 0.5)
     # confidence: the minimum is clearly below the typical candidate and below the best one elsewhere
     # (periodic textures have several), in log-likelihood units per pixel
     # (the best cost 2 px or more away: running minima from either end, no K x H x W mask)
@@ -328,6 +346,14 @@ def estimate_disparity(
     coc_small = np.where(conf > 0.5, 0.5 * (coc + smooth), smooth).astype(np.float32)
     coc_small = guided_filter(guide, coc_small, r=2, eps=1e-4)
     coc_small = smooth_surfaces(coc_small, conf, SURFACE_SMOOTH_RANGE, SURFACE_SMOOTH_PASSES)
+    photo = (left.astype(np.float32) + right.astype(np.float32)) / 2
+    photo = _resize(photo, ws, hs, True) if scale > 1 else photo
+    blur_small = coc_small
+    coc_small, plane = flatten_backdrop(coc_small, own_coc, own_certainty, photo)
+    if details is not None:
+        details["backdrop_plane"] = None if plane is None else {**plane.summary(), "centre_coc_px": plane.centre * scale,
+                                                                "tilt_x_px": plane.tilt_x * scale, "tilt_y_px": plane.tilt_y * scale}
+        details["blur_coc"] = (_resize(blur_small * scale, w, h, False) if scale > 1 else blur_small).astype(np.float32)
     if progress is not None:
         progress(0.65, "propagating disparity")
     coc_full = _resize(coc_small * scale, w, h, False) if scale > 1 else coc_small
@@ -545,14 +571,18 @@ def classical_backend(
     psf = psf or DPPSF()
     timings = {}
     t = time.perf_counter()
-    coc, confidence = estimate_disparity(pair.left, pair.right, psf, max_coc=max_coc, work_size=work_size, progress=progress)
+    details: dict = {}
+    coc, confidence = estimate_disparity(pair.left, pair.right, psf, max_coc=max_coc, work_size=work_size, progress=progress, details=details)
     timings["disparity_s"] = time.perf_counter() - t
     J = psf.coc_per_disparity
     t = time.perf_counter()
+    # each pixel is deblurred by the blur it shows (a nearer object's spill onto the wall around
+    # it included), which the backdrop plane leaves out (Analysis.blur_coc)
+    blur = details.pop("blur_coc")
     # twice the measured range: refocusing elsewhere can need up to twice the captured blur
-    cocs, bank_l, bank_r = kernel_bank(psf, min(2 * float(np.abs(coc).max()) + 2, 2 * max_coc))
-    kernel_index = nearest_bin(coc, cocs).astype(np.uint16)
-    aif = deconvolve_aif(pair.left, pair.right, coc, cocs, bank_l, bank_r, progress=progress)
+    cocs, bank_l, bank_r = kernel_bank(psf, min(2 * max(float(np.abs(coc).max()), float(np.abs(blur).max())) + 2, 2 * max_coc))
+    kernel_index = nearest_bin(blur, cocs).astype(np.uint16)
+    aif = deconvolve_aif(pair.left, pair.right, blur, cocs, bank_l, bank_r, progress=progress)
     timings["aif_s"] = time.perf_counter() - t
     return Analysis(
         disparity=(coc / J).astype(np.float32),
@@ -565,5 +595,6 @@ def classical_backend(
         aif=aif.astype(np.float32),
         coc_per_disparity=J,
         backend="classical",
-        meta={"timings": timings, "options": {"max_coc": max_coc, "work_size": work_size, "psf": repr(psf)}},
+        meta={"timings": timings, "options": {"max_coc": max_coc, "work_size": work_size, "psf": repr(psf)}, **details},
+        blur_coc=None if details.get("backdrop_plane") is None else blur,
     )

@@ -100,6 +100,8 @@ def _analyze_into(pair: DPPair, out: Path, args: argparse.Namespace, list_files:
     print(f"{pair.name}: {args.backend} analysis in {timings['total_s']:.2f} s; "
           f"disparity {analysis.disparity.min():.2f} .. {analysis.disparity.max():.2f} px, J = {analysis.coc_per_disparity:.4f}"
           + ("" if list_files else f" -> {out}"))
+    if analysis.backdrop_note():
+        print(f"{pair.name}: {analysis.backdrop_note()}")
     if list_files:
         for key, path in files.items():
             print(f"{key}: {path}")

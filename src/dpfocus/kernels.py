@@ -110,4 +110,4 @@ def pixel_kernels(analysis: Analysis, y: float, x: float, top_k: int = 5) -> Pix
     yi, xi = int(y), int(x)
     left, right, combined = analysis.effective_kernels(yi, xi)
     top = [(i, wgt, float(analysis.kernel_cocs[i])) for i, wgt in analysis.kernel_weights(yi, xi, top_k=top_k)]
-    return PixelKernels(yi, xi, left, right, combined, top, float(analysis.coc[yi, xi]), float(analysis.disparity[yi, xi]))
+    return PixelKernels(yi, xi, left, right, combined, top, float(analysis.blur[yi, xi]), float(analysis.disparity[yi, xi]))

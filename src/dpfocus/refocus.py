@@ -93,7 +93,7 @@ def focus_disparity(
     mask = mask > 0
     if not mask.any():
         raise FocusError("the focus mask is empty; paint or select the region to bring into focus")
-    return float(analysis.disparity[mask].mean())
+    return float(analysis.blur_disparity[mask].mean())
 
 
 def check_controls(strength: float, tolerance: float = 0.0) -> None:
@@ -105,9 +105,11 @@ def check_controls(strength: float, tolerance: float = 0.0) -> None:
 
 
 def target_coc(analysis: Analysis, d_trg: float, strength: float = 1.0, tolerance: float = 0.0) -> np.ndarray:
-    """Signed target CoC ``strength * J * (D - d_trg)``, with a sharp band of +-tolerance (px disparity)."""
+    """Signed target CoC ``strength * J * (D - d_trg)``, with a sharp band of +-tolerance (px disparity).
+    ``D`` is the depth each pixel's blur shows (``Analysis.blur_disparity``): a nearer object's
+    spill onto the wall around it is re-rendered with that object."""
     check_controls(strength, tolerance)
-    delta = analysis.disparity - np.float32(d_trg)
+    delta = analysis.blur_disparity - np.float32(d_trg)
     if tolerance > 0:
         delta = np.sign(delta) * np.maximum(np.abs(delta) - np.float32(tolerance), 0)
     return (np.float32(strength * analysis.coc_per_disparity) * delta).astype(np.float32)
@@ -249,7 +251,7 @@ class RefocusPreview:
         hs, ws = self.shape
         aif = analysis.aif if analysis.aif.ndim == 3 else analysis.aif[..., None]
         lin = srgb_to_linear(cv2.resize(aif, (ws, hs), interpolation=cv2.INTER_AREA).reshape(hs, ws, -1))
-        self.disparity = cv2.resize(analysis.disparity, (ws, hs), interpolation=cv2.INTER_AREA)
+        self.disparity = cv2.resize(analysis.blur_disparity, (ws, hs), interpolation=cv2.INTER_AREA)
         max_r = float(max(np.abs(analysis.kernel_cocs).max(), 1.0)) * 2 / self.scale
         radii = [0.0]
         while radii[-1] < max_r:

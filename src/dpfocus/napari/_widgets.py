@@ -411,7 +411,8 @@ class AnalysisWidget(QWidget):
         ANALYSES[(pair_id, backend)] = analysis
         self.progress.setValue(100)
         timings = analysis.meta.get("timings", {})
-        self.status.setText(f"{name}: {backend} analysis in {timings.get('total_s', 0):.1f} s")
+        note = analysis.backdrop_note()
+        self.status.setText(f"{name}: {backend} analysis in {timings.get('total_s', 0):.1f} s" + (f"\n{note}" if note else ""))
         self._show(analysis, name, pair_id)
 
     def _show(self, analysis: Analysis, name: str, pair_id: str) -> None:
