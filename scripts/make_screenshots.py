@@ -76,6 +76,30 @@ def main(out: Path) -> None:
     viewer.window._qt_window.resize(1600, 1200)
     shot("dock_inspector")
     viewer.close()
+    backdrop_shot(out)
+
+
+def backdrop_shot(out: Path) -> None:
+    """The analysis dock on the gallery sample, whose wall the classical backend replaces by a plane."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from dpfocus.io import save_image
+    from dpfocus.napari._widgets import AnalysisWidget
+
+    viewer = napari.Viewer(title="napari-dpfocus", show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    viewer.open_sample("napari-dpfocus", "gallery")
+    dock = AnalysisWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="DP analysis", area="right")
+    dock.run(blocking=True)
+    viewer.reset_view()
+    for _ in range(10):
+        QApplication.processEvents()
+    img = viewer.screenshot(canvas_only=False, flash=False)
+    save_image(out / "dock_backdrop.png", np.asarray(img)[..., :3].astype(np.float32) / 255, 8)
+    print(out / "dock_backdrop.png")
+    viewer.close()
 
 
 if __name__ == "__main__":
