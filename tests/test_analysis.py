@@ -18,6 +18,16 @@ def plane_pair(rng, coc, h=128, w=192):
     return DPPair.from_arrays(linear_to_srgb(out["left"]), linear_to_srgb(out["right"]), name="plane"), aif
 
 
+def plane_pairs_folder(root, rng, cocs=(("near", 2.0), ("far", 5.0)), bit_depth=16):
+    """A folder of ``<name>_L.png`` / ``<name>_R.png`` pairs, each a plane at its own CoC."""
+    root.mkdir()
+    for name, coc in cocs:
+        pair, _ = plane_pair(rng, coc, 64, 96)
+        save_image(root / f"{name}_L.png", pair.left, bit_depth)
+        save_image(root / f"{name}_R.png", pair.right, bit_depth)
+    return root
+
+
 def test_classical_is_registered():
     assert "classical" in backends()
     with pytest.raises(ValueError, match="unknown backend"):
@@ -185,12 +195,7 @@ def test_analysis_round_trips_through_the_cli_files(tmp_path, rng, capsys):
 
 
 def test_cli_analyzes_every_pair_of_a_folder_into_its_own_subfolder(tmp_path, rng, capsys):
-    pairs = tmp_path / "pairs"
-    pairs.mkdir()
-    for name, coc in (("near", 2.0), ("far", 5.0)):
-        pair, _ = plane_pair(rng, coc, 64, 96)
-        save_image(pairs / f"{name}_L.png", pair.left)
-        save_image(pairs / f"{name}_R.png", pair.right)
+    pairs = plane_pairs_folder(tmp_path / "pairs", rng)
     assert cli_main(["analyze", str(pairs), "-o", str(tmp_path / "out")]) == 0
     assert "2 of 2 pairs done" in capsys.readouterr().out
     for name in ("near", "far"):

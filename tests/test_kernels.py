@@ -67,15 +67,9 @@ def test_cli_kernels_writes_atlas_usage_and_pixel_kernels(tmp_path, capsys):
 
 
 def test_cli_kernels_of_every_pair_of_a_folder(tmp_path, rng, capsys):
-    from dpfocus.io import save_image
-    from test_analysis import plane_pair
+    from test_analysis import plane_pairs_folder
 
-    pairs = tmp_path / "pairs"
-    pairs.mkdir()
-    for name, coc in (("near", 2.0), ("far", 6.0)):
-        pair, _ = plane_pair(rng, coc, 64, 96)
-        save_image(pairs / f"{name}_L.png", pair.left, 8)
-        save_image(pairs / f"{name}_R.png", pair.right, 8)
+    pairs = plane_pairs_folder(tmp_path / "pairs", rng, (("near", 2.0), ("far", 6.0)), bit_depth=8)
     # pixels of one image make no sense for a folder: refused before anything runs
     assert main(["kernels", str(pairs), "-o", str(tmp_path / "k"), "--point", "5", "5"]) == 2
     assert "--mask and --point name pixels of one image" in capsys.readouterr().err and not (tmp_path / "k").exists()

@@ -14,7 +14,7 @@ from dpfocus.io import read_image, save_image
 from dpfocus.optics import DPPSF
 from dpfocus.refocus import FocusError, RefocusPreview, focus_sweep, render_refocus, sweep_disparities
 
-from test_analysis import plane_pair
+from test_analysis import plane_pair, plane_pairs_folder
 
 
 def two_planes(rng, h=64, w=128):
@@ -126,12 +126,7 @@ def test_cli_sweep_bad_input_exits_2_and_writes_nothing(tmp_path, rng, capsys, e
 
 
 def test_cli_info_refocus_and_sweep_every_pair_of_a_folder(tmp_path, rng, capsys):
-    pairs = tmp_path / "pairs"
-    pairs.mkdir()
-    for name, coc in (("near", 2.0), ("far", 5.0)):
-        pair, _ = plane_pair(rng, coc, 64, 96)
-        save_image(pairs / f"{name}_L.png", pair.left, 8)
-        save_image(pairs / f"{name}_R.png", pair.right, 8)
+    pairs = plane_pairs_folder(tmp_path / "pairs", rng, bit_depth=8)
     # a target that only fits one pair is refused before anything runs
     assert cli_main(["refocus", str(pairs), "-o", str(tmp_path / "r"), "--point", "5", "5"]) == 2
     assert "give a target that fits every pair" in capsys.readouterr().err and not (tmp_path / "r").exists()
