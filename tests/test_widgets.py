@@ -372,7 +372,11 @@ def test_opening_an_analysis_folder_adds_its_maps_and_refocuses_without_running_
     mask = np.zeros(focus.session.analysis.shape, np.uint8)
     mask[150:200, 250:300] = 1
     viewer.layers["garden focus mask"].data = mask
-    assert "garden refocused" in viewer.layers and focus.session.d_trg == pytest.approx(float(disparity.data[150:200, 250:300].mean()))
+    # d_trg is the mean, over the mask, of the depth the renderer layers by (the blur map, which the
+    # reopened analysis carries from its folder)
+    assert focus.session.analysis.blur_coc is not None
+    blur = focus.session.analysis.blur_disparity
+    assert "garden refocused" in viewer.layers and focus.session.d_trg == pytest.approx(float(blur[150:200, 250:300].mean()))
     inspector.inspect_pixel(175.0, 275.0)
     assert inspector.picked is not None and "pixel (x=275, y=175)" in inspector.pixel_label.text()
     # the analysis dock finds it cached for the same pair and backend: nothing runs again

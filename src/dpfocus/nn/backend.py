@@ -36,10 +36,12 @@ TOP_K = 5
 #: and 1.5 px 0.780 (0.5 px: 0.840 against 0.848 on the first 12). A second pass, as the classical
 #: backend makes, gave 0.834 -> 0.839 with the stage-4 weights but lost up to 0.12 on single scenes
 SURFACE_SMOOTH_RANGE = 0.75
-#: the backdrop plane (optics.flatten_backdrop), fitted to the network's own map, keeps this much of
-#: the map's difference from it: the network's walls carry real structure a plane would erase.
-#: Tuning Spearman (24 scenes, seeds 500000+) 0.883 -> 0.906; with none kept 0.900. Its map has
-#: no halo around objects, so the band around the wall is not given to it by colour (0.906 with)
+#: the backdrop plane (optics.flatten_backdrop), fitted to the network's own map by its confidence,
+#: keeps this much of the map's difference from it: the network's walls carry real structure a
+#: plane would erase. Tuning Spearman (24 scenes, seeds 500000+) 0.883 -> 0.905; with none kept
+#: 0.900. Its map has no halo around objects to give back to the wall by colour: that band gained
+#: 0.002 and made a ragged horizon on the garden sample, so it goes without. The refocus on 12 of
+#: the scenes is unchanged (31.73 dB): the renderer follows the map before the plane
 BACKDROP_KEEP = 0.3
 
 
