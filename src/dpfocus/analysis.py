@@ -365,8 +365,8 @@ def load_analysis(folder: str | Path) -> Analysis:
         except (ValueError, TypeError, AttributeError) as exc:
             raise DPPairError(f"{record_path}: {exc}; re-run `dpfocus analyze`") from None
 
-    def read(key: str, reader) -> np.ndarray:
-        path = folder / ANALYSIS_FILES[key]
+    def read(name: str, reader) -> np.ndarray:
+        path = folder / name
         try:
             return reader(path)
         except DPPairError:
@@ -374,20 +374,15 @@ def load_analysis(folder: str | Path) -> Analysis:
         except Exception as exc:  # tifffile / numpy raise many kinds for a truncated or foreign file
             raise DPPairError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); re-run `dpfocus analyze`") from None
 
-    maps = {key: read(key, tifffile.imread) for key in ("disparity", "confidence", "coc", "kernel_index")}
-    aif = read("aif", lambda p: read_image(p)[0])
+    maps = {key: read(ANALYSIS_FILES[key], tifffile.imread) for key in ("disparity", "confidence", "coc", "kernel_index")}
+    aif = read(ANALYSIS_FILES["aif"], lambda p: read_image(p)[0])
     try:
         with np.load(folder / ANALYSIS_FILES["kernels"]) as bank:
             cocs, left, right = bank["cocs"], bank["left"], bank["right"]
     except Exception as exc:
         raise DPPairError(f"{folder / ANALYSIS_FILES['kernels']}: not a kernel bank ({type(exc).__name__}: {exc}); re-run `dpfocus analyze`") from None
     photo = read_image(folder / PHOTO_FILE)[0] if (folder / PHOTO_FILE).exists() else None
-    blur = None
-    if (folder / BLUR_FILE).exists():
-        try:
-            blur = tifffile.imread(folder / BLUR_FILE)
-        except Exception as exc:
-            raise DPPairError(f"{folder / BLUR_FILE}: cannot be read ({type(exc).__name__}: {exc}); re-run `dpfocus analyze`") from None
+    blur = read(BLUR_FILE, tifffile.imread) if (folder / BLUR_FILE).exists() else None
     shape = aif.shape[:2]
     for key, arr in [*maps.items(), ("photo", photo), ("blur", blur)]:
         if arr is not None and (arr.ndim < 2 or arr.shape[:2] != shape):

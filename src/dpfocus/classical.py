@@ -303,8 +303,9 @@ def estimate_disparity(
         The longer side is reduced to about this many pixels for the search.
     details : dict, optional
         Filled with ``backdrop_plane``, the plane ``optics.flatten_backdrop`` put in (input px of
-        CoC) or None, and ``blur_coc``, the map before it: the blur each pixel shows, a nearer
-        object's spill onto the wall around it included (what the deconvolution must undo).
+        CoC) or None, and where there is one ``blur_coc``, the map before it: the blur each pixel
+        shows, a nearer object's spill onto the wall around it included (what the deconvolution
+        must undo).
     """
     h, w = left.shape[:2]
     scale = max(1, int(round(max(h, w) / work_size)))
@@ -351,9 +352,9 @@ def estimate_disparity(
     blur_small = coc_small
     coc_small, plane = flatten_backdrop(coc_small, own_coc, own_certainty, photo)
     if details is not None:
-        details["backdrop_plane"] = None if plane is None else {**plane.summary(), "centre_coc_px": plane.centre * scale,
-                                                                "tilt_x_px": plane.tilt_x * scale, "tilt_y_px": plane.tilt_y * scale}
-        details["blur_coc"] = (_resize(blur_small * scale, w, h, False) if scale > 1 else blur_small).astype(np.float32)
+        details["backdrop_plane"] = None if plane is None else plane.summary(scale)
+        if plane is not None:
+            details["blur_coc"] = (_resize(blur_small * scale, w, h, False) if scale > 1 else blur_small).astype(np.float32)
     if progress is not None:
         progress(0.65, "propagating disparity")
     coc_full = _resize(coc_small * scale, w, h, False) if scale > 1 else coc_small
@@ -578,11 +579,12 @@ def classical_backend(
     t = time.perf_counter()
     # each pixel is deblurred by the blur it shows (a nearer object's spill onto the wall around
     # it included), which the backdrop plane leaves out (Analysis.blur_coc)
-    blur = details.pop("blur_coc")
+    blur = details.pop("blur_coc", None)
+    blur_map = coc if blur is None else blur
     # twice the measured range: refocusing elsewhere can need up to twice the captured blur
-    cocs, bank_l, bank_r = kernel_bank(psf, min(2 * max(float(np.abs(coc).max()), float(np.abs(blur).max())) + 2, 2 * max_coc))
-    kernel_index = nearest_bin(blur, cocs).astype(np.uint16)
-    aif = deconvolve_aif(pair.left, pair.right, blur, cocs, bank_l, bank_r, progress=progress)
+    cocs, bank_l, bank_r = kernel_bank(psf, min(2 * max(float(np.abs(coc).max()), float(np.abs(blur_map).max())) + 2, 2 * max_coc))
+    kernel_index = nearest_bin(blur_map, cocs).astype(np.uint16)
+    aif = deconvolve_aif(pair.left, pair.right, blur_map, cocs, bank_l, bank_r, progress=progress)
     timings["aif_s"] = time.perf_counter() - t
     return Analysis(
         disparity=(coc / J).astype(np.float32),
@@ -596,5 +598,5 @@ def classical_backend(
         coc_per_disparity=J,
         backend="classical",
         meta={"timings": timings, "options": {"max_coc": max_coc, "work_size": work_size, "psf": repr(psf)}, **details},
-        blur_coc=None if details.get("backdrop_plane") is None else blur,
+        blur_coc=blur,
     )

@@ -56,6 +56,11 @@ def _check_output_file(out: str, pair: DPPair) -> Path:
     return path
 
 
+def _pair_record(pair: DPPair) -> dict:
+    """The views a result came from, as the JSON records beside it name them."""
+    return {"left": str(pair.left_path) if pair.left_path else None, "right": str(pair.right_path) if pair.right_path else None}
+
+
 def _analyze(pair: DPPair, args: argparse.Namespace):
     from .analysis import analyze
 
@@ -345,7 +350,7 @@ def _sweep_into(pair: DPPair, out: Path, args: argparse.Namespace) -> None:
             gif_frames.append(quantise(img, 8))
         print(f"{path}: focus at d_trg = {d_trg:+.3f} px")
     record = {
-        "pair": {"left": str(pair.left_path) if pair.left_path else None, "right": str(pair.right_path) if pair.right_path else None},
+        "pair": _pair_record(pair),
         "backend": analysis.backend, "version": __version__, "quality": args.quality,
         "strength": args.strength, "tolerance": args.tolerance, "frames": entries,
     }
@@ -417,7 +422,7 @@ def _kernels_into(pair: DPPair, out: Path, args: argparse.Namespace, mask: np.nd
     atlas = kernel_atlas(analysis)
     save_image(out / "atlas.png", atlas.image, 8)
     report = {
-        "pair": {"left": str(pair.left_path) if pair.left_path else None, "right": str(pair.right_path) if pair.right_path else None},
+        "pair": _pair_record(pair),
         "backend": analysis.backend,
         "kernels": [{"index": i, "coc_px": float(c), "label": label, "tile_yxhw": [int(v) for v in box[1:]], "pixels": int(n)}
                     for i, (c, label, box, n) in enumerate(zip(analysis.kernel_cocs, atlas.labels, atlas.boxes, kernel_usage(analysis)))],

@@ -661,8 +661,11 @@ class BackdropPlane:
         y = (np.arange(h, dtype=np.float32) + 0.5) / h - 0.5
         return (self.centre + self.tilt_x * x[None, :] + self.tilt_y * y[:, None]).astype(np.float32)
 
-    def summary(self) -> dict:
-        return {"centre_coc_px": self.centre, "tilt_x_px": self.tilt_x, "tilt_y_px": self.tilt_y, "fraction": self.fraction}
+    def summary(self, scale: float = 1.0) -> dict:
+        """The plane as ``meta["backdrop_plane"]`` records it, its CoC multiplied by ``scale`` (a
+        map fitted at a reduced scale reports input px)."""
+        return {"centre_coc_px": self.centre * scale, "tilt_x_px": self.tilt_x * scale, "tilt_y_px": self.tilt_y * scale,
+                "fraction": self.fraction}
 
 
 def robust_plane(mask: np.ndarray, values: np.ndarray, weights: np.ndarray, start: Sequence[float], steps: int = 15) -> np.ndarray:
