@@ -323,3 +323,38 @@ def test_backdrop_plane_leaves_ramps_and_scattered_maps_alone(rng):
     scattered = rng.uniform(-10, 10, (120, 160)).astype(np.float32)  # no value covers 15 % of the image
     same, plane = flatten_backdrop(scattered, scattered, np.ones_like(scattered), np.zeros((120, 160), np.float32))
     assert plane is None and same is scattered
+
+
+def test_a_blurred_foreground_spills_its_coc_over_its_blur_radius_and_no_farther():
+    from dpfocus.optics import foreground_spill
+
+    h, w = 80, 120
+    yy, xx = np.mgrid[0:h, 0:w]
+    coc = np.full((h, w), 3.0, np.float32)  # a wall behind the focus
+    disk = (yy - 40) ** 2 + (xx - 40) ** 2 <= 15**2
+    coc[disk] = -6.0  # a blurred foreground disk: radius 6 px of blur
+    spilled = foreground_spill(coc)
+    dist = np.hypot(yy - 40, xx - 40) - 15
+    assert np.all(spilled[disk] == -6.0)  # the surface keeps its own values
+    assert np.all(spilled[(dist > 1) & (dist < 5)] == -6.0)  # the wall within its reach shows its blur
+    assert np.all(spilled[dist > 7.5] == 3.0)  # beyond the blur radius the wall is left alone
+    # an in-focus foreground spills nothing, and a farther surface never spills onto a nearer one
+    sharp = np.where(disk, np.float32(0.2), coc)
+    np.testing.assert_array_equal(foreground_spill(sharp), sharp)
+    behind = np.where(disk, np.float32(12.0), np.float32(-2.0))
+    spilled_behind = foreground_spill(behind)
+    assert np.all(spilled_behind[~disk] == -2.0)
+    # the nearer wall's 2 px blur reaches over the disk's rim, not into it
+    assert np.all(spilled_behind[disk & (dist > -1)] == -2.0) and np.all(spilled_behind[disk & (dist < -3)] == 12.0)
+
+
+def test_the_spill_map_is_the_same_when_worked_out_at_a_reduced_size():
+    from dpfocus.optics import SPILL_WORK_SIZE, foreground_spill
+
+    h, w = SPILL_WORK_SIZE, 2 * SPILL_WORK_SIZE  # worked out at half size
+    yy, xx = np.mgrid[0:h, 0:w]
+    coc = np.where((yy - 300) ** 2 + (xx - 500) ** 2 <= 100**2, np.float32(-10.0), np.float32(4.0))
+    spilled = foreground_spill(coc)
+    dist = np.hypot(yy - 300, xx - 500) - 100
+    assert np.all(spilled[(dist > 2) & (dist < 8)] == -10.0)
+    assert np.all(spilled[dist > 12] == 4.0)

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.fft
 
 __all__ = [
+    "foreground_spill",
     "srgb_to_linear",
     "linear_to_srgb",
     "PSFModel",
@@ -615,6 +616,47 @@ def smooth_surfaces(coc: np.ndarray, confidence: np.ndarray, sigma_range: float,
     for _ in range(passes):
         coc = range_smooth(coc, weights, sigma_space, sigma_range)
     return coc
+
+
+#: px of CoC: the spill map's levels (foreground_spill)
+SPILL_STEP = 0.5
+#: px of CoC: a surface spills only over pixels at least this much farther (a depth edge, not the
+#: next stretch of a ramp or a bulge, which a spill would cut into contour bands). Network refocus
+#: PSNR on three sets of 12 tuning scenes (500000+, 500012+, 700000+), against 31.73 / 35.03 /
+#: 33.42 dB without the spill: 0.25 px 32.27 / 35.67 / 33.94; 1 px 32.29 / 35.66 / 33.90; 2 px
+#: 32.22 / 35.60 / 33.76; 3 px 32.05 / 35.41 / 33.59
+SPILL_JUMP = 1.0
+#: the spill map is worked out at most at this longer side
+SPILL_WORK_SIZE = 720
+
+
+def foreground_spill(coc: np.ndarray) -> np.ndarray:
+    """The CoC map as the photo's blur shows it: every pixel within a nearer surface's blur radius
+    of that surface takes its CoC (the nearest such surface, nearer = smaller signed CoC, and only
+    across a depth step of ``SPILL_JUMP`` or more). A map with sharp depth edges says "background"
+    where the photo holds the blurred foreground's spill; refocusing on the foreground must
+    re-render those pixels with it, not blur the spill further. Levels are ``SPILL_STEP`` px apart;
+    a surface keeps its own values."""
+    import cv2
+
+    coc = np.asarray(coc, np.float32)
+    h, w = coc.shape
+    factor = max(1, int(np.ceil(max(h, w) / SPILL_WORK_SIZE)))
+    small = coc if factor == 1 else cv2.resize(coc, (max(w // factor, 1), max(h // factor, 1)), interpolation=cv2.INTER_AREA)
+    level = np.full(small.shape, np.inf, np.float32)  # the nearest spilling surface's CoC, per pixel
+    lo = np.floor(float(small.min()) / SPILL_STEP) * SPILL_STEP
+    for l in np.arange(lo, float(small.max()) + SPILL_STEP, SPILL_STEP, dtype=np.float32):
+        radius = abs(float(l)) / factor
+        if radius < 1:
+            continue
+        near = np.abs(small - l) <= SPILL_STEP / 2  # the surfaces at this level, blurred by |l|
+        if not near.any():
+            continue
+        dist = cv2.distanceTransform((~near).astype(np.uint8), cv2.DIST_L2, 5)
+        level = np.where((dist <= radius) & (small > l + SPILL_JUMP) & (level > l), l, level)
+    if factor > 1:
+        level = cv2.resize(level, (w, h), interpolation=cv2.INTER_NEAREST)
+    return np.where(level < coc - SPILL_JUMP, level, coc).astype(np.float32)
 
 
 #: the backdrop plane (flatten_backdrop), measured on 32 tuning scenes (seeds 700000+). A surface
