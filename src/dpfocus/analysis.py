@@ -89,9 +89,10 @@ class Analysis:
         the target needs at least the captured blur, and uses the all-in-focus image elsewhere.
     blur_coc : ndarray, H x W float32, optional
         The CoC of the blur each pixel shows, where a backend's ``coc`` models the scene instead
-        (the backdrop plane, ``optics.flatten_backdrop``): a nearer object's blur spilling onto
-        the wall around it counts as that object's. The kernel index and weights, the
-        deconvolution and the renderer's layers follow it; None = ``coc``.
+        (the backdrop plane, ``optics.flatten_backdrop``; the network's sharp depth edges, to which
+        it adds ``optics.foreground_spill``): a nearer object's blur spilling onto the wall around
+        it counts as that object's. The kernel index and weights, the deconvolution and the
+        renderer's layers follow it; None = ``coc``.
     """
 
     disparity: np.ndarray
