@@ -433,3 +433,28 @@ def test_cli_train_refuses_a_bad_dpdd_folder(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+@shipped
+def test_the_network_blur_map_gives_a_blurred_foreground_its_spill():
+    from scipy import ndimage
+
+    from dpfocus.io import DPPair
+    from dpfocus.refocus import focus_disparity, render_refocus
+    from dpfocus.scenes import SceneConfig, generate_scene
+
+    scene = generate_scene(11, SceneConfig(height=192, width=288))  # object 1: CoC -9 px before a +12 px wall
+    pair = DPPair.from_arrays(scene.left, scene.right)
+    pair.combined = scene.combined
+    analysis = analyze(pair, backend="network")
+    mask = scene.labels == 1
+    rim = ndimage.binary_dilation(mask, iterations=4) & ~ndimage.binary_dilation(mask) & (scene.labels == 0)
+    assert rim.sum() > 100
+    # just outside the object the photo shows its blur, and the blur map says so; the CoC map
+    # keeps the wall there
+    assert np.median(analysis.blur[rim]) < -6.0 and np.median(analysis.coc[rim]) > 8.0
+    far = ~ndimage.binary_dilation(scene.labels > 0, iterations=12)
+    np.testing.assert_array_equal(analysis.blur[far] <= analysis.coc[far] + 1.0, True)
+    target = scene.refocused[1]
+    img = render_refocus(analysis, focus_disparity(analysis, mask=mask))
+    assert psnr(img, target) > psnr(scene.combined, target) + 3.0
