@@ -77,6 +77,7 @@ def main(out: Path) -> None:
     shot("dock_inspector")
     viewer.close()
     backdrop_shot(out)
+    blur_shot(out)
 
 
 def backdrop_shot(out: Path) -> None:
@@ -99,6 +100,35 @@ def backdrop_shot(out: Path) -> None:
     img = viewer.screenshot(canvas_only=False, flash=False)
     save_image(out / "dock_backdrop.png", np.asarray(img)[..., :3].astype(np.float32) / 255, 8)
     print(out / "dock_backdrop.png")
+    viewer.close()
+
+
+def blur_shot(out: Path) -> None:
+    """The gallery sample's blur CoC layer beside its CoC layer (grid view): the wall is one plane in
+    the CoC, while the blur map keeps each object's halo on it."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from dpfocus.io import save_image
+    from dpfocus.napari._widgets import AnalysisWidget
+
+    viewer = napari.Viewer(title="napari-dpfocus", show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    viewer.open_sample("napari-dpfocus", "gallery")
+    dock = AnalysisWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="DP analysis", area="right")
+    dock.run(blocking=True)
+    for layer in viewer.layers:
+        layer.visible = layer.name in ("gallery CoC", "gallery blur CoC")
+    viewer.grid.enabled = True
+    viewer.grid.shape = (1, 2)
+    viewer.layers.selection.active = viewer.layers["gallery blur CoC"]
+    viewer.reset_view()
+    for _ in range(10):
+        QApplication.processEvents()
+    img = viewer.screenshot(canvas_only=False, flash=False)
+    save_image(out / "dock_blur.png", np.asarray(img)[..., :3].astype(np.float32) / 255, 8)
+    print(out / "dock_blur.png")
     viewer.close()
 
 

@@ -115,7 +115,7 @@ def test_an_analysis_folder_whose_views_moved_opens_its_maps_and_says_so(make_na
     viewer = make_napari_viewer()
     viewer.open(str(tmp_path / "maps"), plugin="napari-dpfocus")
     assert sorted(layer.name for layer in viewer.layers) == sorted(
-        f"moved {s}" for s in ("disparity", "CoC", "kernel index", "all-in-focus", "confidence"))
+        f"moved {s}" for s in ("disparity", "CoC", "blur CoC", "kernel index", "all-in-focus", "confidence"))
     assert "views" in messages[-1][0] and "are not there" in messages[-1][0] and messages[-1][1] is False
     np.testing.assert_allclose(viewer.layers["moved disparity"].data, analysis.disparity)
     assert (analysis.meta["pair_id"], "classical") in _widgets.ANALYSES

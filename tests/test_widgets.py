@@ -41,8 +41,11 @@ def docked(viewer, widget_class):
 def test_analysis_dock_adds_layers_and_rerun_updates_in_place(analysed):
     viewer, dock = analysed
     names = [layer.name for layer in viewer.layers]
-    for suffix in ("disparity", "CoC", "kernel index", "all-in-focus", "confidence"):
+    for suffix in ("disparity", "CoC", "blur CoC", "kernel index", "all-in-focus", "confidence"):
         assert names.count(f"garden {suffix}") == 1
+    # the blur map (what the kernel index and the renderer follow) beside the CoC, in the same colours
+    np.testing.assert_array_equal(viewer.layers["garden blur CoC"].data, dock.last_analysis.blur)
+    assert viewer.layers["garden blur CoC"].contrast_limits == viewer.layers["garden CoC"].contrast_limits
     lo, hi = viewer.layers["garden disparity"].contrast_limits
     assert lo == pytest.approx(-hi)
     assert all(viewer.layers[f"garden {suffix}"].colorbar.visible for suffix in ("disparity", "CoC", "confidence"))

@@ -11,6 +11,7 @@ LAYER_SUFFIXES = {
     "right": "[R]",
     "disparity": "disparity",
     "coc": "CoC",
+    "blur_coc": "blur CoC",
     "kernel_index": "kernel index",
     "aif": "all-in-focus",
     "confidence": "confidence",
@@ -47,12 +48,15 @@ def pair_layer_data(pair: DPPair) -> list[tuple[Any, dict, str]]:
 
 
 def analysis_layer_data(analysis, stem: str) -> list[tuple[Any, dict, str]]:
-    """Disparity, CoC, confidence, kernel index (labels) and all-in-focus as layer-data tuples."""
+    """Disparity, CoC, blur CoC, confidence, kernel index (labels) and all-in-focus as layer-data
+    tuples. The blur CoC (``Analysis.blur``: the blur each pixel shows, which the kernel index and
+    the renderer follow) shares the CoC layer's colours; it equals the CoC where a backend keeps no
+    separate blur map."""
     import numpy as np
 
     base = {"pair_id": analysis.meta.get("pair_id"), "backend": analysis.backend, "J": analysis.coc_per_disparity}
     limit_d = float(max(np.abs(analysis.disparity).max(), 1e-3))
-    limit_c = float(max(np.abs(analysis.coc).max(), 1e-3))
+    limit_c = float(max(np.abs(analysis.coc).max(), np.abs(analysis.blur).max(), 1e-3))
     features = {  # napari maps label values through "index"; label = kernel index + 1 (0 = none)
         "index": np.arange(len(analysis.kernel_cocs)) + 1,
         "kernel_index": np.arange(len(analysis.kernel_cocs)),
@@ -67,6 +71,8 @@ def analysis_layer_data(analysis, stem: str) -> list[tuple[Any, dict, str]]:
                                "visible": False, "metadata": {"dpfocus": dict(base, kind="confidence", units="[0, 1]")}}, "image"),
         (analysis.kernel_index.astype(np.int32) + 1, {"name": layer_name(stem, "kernel_index"), "visible": False, "features": features,
                                                       "metadata": {"dpfocus": dict(base, kind="kernel_index", units="bank index + 1 (0 = none)")}}, "labels"),
+        (analysis.blur, {"name": layer_name(stem, "blur_coc"), "colormap": "PiYG", "contrast_limits": (-limit_c, limit_c), "visible": False,
+                         "metadata": {"dpfocus": dict(base, kind="blur_coc", units="px (signed radius of the blur each pixel shows)")}}, "image"),
         (analysis.coc, {"name": layer_name(stem, "coc"), "colormap": "PiYG", "contrast_limits": (-limit_c, limit_c), "visible": False,
                         "metadata": {"dpfocus": dict(base, kind="coc", units="px (signed radius)")}}, "image"),
         (analysis.disparity, {"name": layer_name(stem, "disparity"), "colormap": "coolwarm", "contrast_limits": (-limit_d, limit_d),

@@ -108,7 +108,7 @@ def _guarded(widget: QWidget):
 
 
 #: analysis maps shown with a colour bar (ticks follow the contrast limits) when first added
-LEGEND_KINDS = ("disparity", "coc", "confidence")
+LEGEND_KINDS = ("disparity", "coc", "blur_coc", "confidence")
 
 
 def upsert_layer(viewer, data: Any, kwargs: dict, kind: str, pair_id: str | None):

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..io import save_image, save_map
 
-FLOAT_MAP_KINDS = ("disparity", "coc", "confidence")
+FLOAT_MAP_KINDS = ("disparity", "coc", "blur_coc", "confidence")
 
 
 def write_image(path: str, data: Any, meta: dict) -> list[str]:
