@@ -11,30 +11,45 @@ from pathlib import Path
 import numpy as np
 
 
-def main(out: Path) -> None:
+def _window_with_sample(sample: str):
+    """A 1600x1000 napari window with a bundled sample open and the analysis dock on the right."""
     import napari
+
+    from dpfocus.napari._widgets import AnalysisWidget
+
+    viewer = napari.Viewer(title="napari-dpfocus", show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    viewer.open_sample("napari-dpfocus", sample)
+    dock = AnalysisWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="DP analysis", area="right")
+    return viewer, dock
+
+
+def _save_window(viewer, path: Path) -> None:
+    """The whole window (docks included), once Qt has drawn it, as an 8-bit PNG."""
     from qtpy.QtWidgets import QApplication
 
     from dpfocus.io import save_image
+
+    for _ in range(10):
+        QApplication.processEvents()
+    img = viewer.screenshot(canvas_only=False, flash=False)
+    save_image(path, np.asarray(img)[..., :3].astype(np.float32) / 255, 8)
+    print(path)
+
+
+def main(out: Path) -> None:
     from dpfocus.napari._inspector import KernelInspectorWidget
-    from dpfocus.napari._widgets import AnalysisWidget, FocusWidget
+    from dpfocus.napari._widgets import FocusWidget
     from dpfocus.samples import load_ground_truth
 
     out.mkdir(parents=True, exist_ok=True)
-    viewer = napari.Viewer(title="napari-dpfocus", show=True)
-    viewer.window._qt_window.resize(1600, 1000)
-    viewer.open_sample("napari-dpfocus", "garden")
-    analysis_dock = AnalysisWidget(viewer)
+    viewer, analysis_dock = _window_with_sample("garden")
     focus_dock = FocusWidget(viewer)
     inspector = KernelInspectorWidget(viewer)
-    viewer.window.add_dock_widget(analysis_dock, name="DP analysis", area="right")
 
-    def shot(name: str, widget=None) -> None:
-        for _ in range(10):
-            QApplication.processEvents()
-        img = viewer.screenshot(canvas_only=False, flash=False)
-        save_image(out / f"{name}.png", np.asarray(img)[..., :3].astype(np.float32) / 255, 8)
-        print(out / f"{name}.png")
+    def shot(name: str) -> None:
+        _save_window(viewer, out / f"{name}.png")
 
     # 1. the analysis dock with the disparity layer on top
     analysis_dock.run(blocking=True)
@@ -82,41 +97,17 @@ def main(out: Path) -> None:
 
 def backdrop_shot(out: Path) -> None:
     """The analysis dock on the gallery sample, whose wall the classical backend replaces by a plane."""
-    import napari
-    from qtpy.QtWidgets import QApplication
-
-    from dpfocus.io import save_image
-    from dpfocus.napari._widgets import AnalysisWidget
-
-    viewer = napari.Viewer(title="napari-dpfocus", show=True)
-    viewer.window._qt_window.resize(1600, 1000)
-    viewer.open_sample("napari-dpfocus", "gallery")
-    dock = AnalysisWidget(viewer)
-    viewer.window.add_dock_widget(dock, name="DP analysis", area="right")
+    viewer, dock = _window_with_sample("gallery")
     dock.run(blocking=True)
     viewer.reset_view()
-    for _ in range(10):
-        QApplication.processEvents()
-    img = viewer.screenshot(canvas_only=False, flash=False)
-    save_image(out / "dock_backdrop.png", np.asarray(img)[..., :3].astype(np.float32) / 255, 8)
-    print(out / "dock_backdrop.png")
+    _save_window(viewer, out / "dock_backdrop.png")
     viewer.close()
 
 
 def blur_shot(out: Path) -> None:
     """The gallery sample's blur CoC layer beside its CoC layer (grid view): the wall is one plane in
     the CoC, while the blur map keeps each object's halo on it."""
-    import napari
-    from qtpy.QtWidgets import QApplication
-
-    from dpfocus.io import save_image
-    from dpfocus.napari._widgets import AnalysisWidget
-
-    viewer = napari.Viewer(title="napari-dpfocus", show=True)
-    viewer.window._qt_window.resize(1600, 1000)
-    viewer.open_sample("napari-dpfocus", "gallery")
-    dock = AnalysisWidget(viewer)
-    viewer.window.add_dock_widget(dock, name="DP analysis", area="right")
+    viewer, dock = _window_with_sample("gallery")
     dock.run(blocking=True)
     for layer in viewer.layers:
         layer.visible = layer.name in ("gallery CoC", "gallery blur CoC")
@@ -124,11 +115,7 @@ def blur_shot(out: Path) -> None:
     viewer.grid.shape = (1, 2)
     viewer.layers.selection.active = viewer.layers["gallery blur CoC"]
     viewer.reset_view()
-    for _ in range(10):
-        QApplication.processEvents()
-    img = viewer.screenshot(canvas_only=False, flash=False)
-    save_image(out / "dock_blur.png", np.asarray(img)[..., :3].astype(np.float32) / 255, 8)
-    print(out / "dock_blur.png")
+    _save_window(viewer, out / "dock_blur.png")
     viewer.close()
 
 
