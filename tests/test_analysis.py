@@ -8,7 +8,7 @@ from dpfocus.cli import main as cli_main
 from dpfocus.evaluate import ground_truth_analysis, psnr
 from dpfocus.io import DPPair, DPPairError, read_image, save_image
 from dpfocus.optics import DPPSF, Layer, linear_to_srgb, render_layers, srgb_to_linear
-from dpfocus.refocus import FocusError, RefocusPreview, focus_disparity, render_refocus, target_coc
+from dpfocus.refocus import FocusError, RefocusPreview, focus_disparity, focus_region, point_mask, render_refocus, target_coc
 from dpfocus.scenes import SceneConfig, generate_scene
 
 
@@ -147,6 +147,24 @@ def test_focus_targets_and_errors(rng):
     assert np.all(target_coc(a, 0.0, strength=0.0) == 0)
     sharp_band = target_coc(a, float(np.median(a.disparity)), tolerance=1.0)
     assert np.mean(sharp_band == 0) > 0.9
+
+
+def test_a_focus_mask_that_strays_over_a_depth_edge_focuses_on_the_surface_it_covers():
+    h, w, J = 80, 120, 1.0
+    disparity = np.where(np.arange(w)[None, :] < 60, 0.0, 4.0).astype(np.float32).repeat(h, 0)
+    cocs, left, right = kernel_bank(DPPSF(), 8)
+    aif = np.full((h, w, 3), 0.5, np.float32)
+    a = Analysis(disparity, np.ones_like(disparity), disparity * J, np.zeros((h, w), np.uint16), cocs, left, right, aif, J, "synthetic")
+    mask = np.zeros((h, w), bool)
+    mask[20:60, 20:66] = True  # a stroke over the left surface that runs 6 px onto the right one
+    assert disparity[mask].mean() == pytest.approx(0.52, abs=0.01)  # the plain mean is pulled off the surface
+    assert focus_disparity(a, mask=mask) == pytest.approx(0.0, abs=1e-6)
+    # a click is too small to lose its rim, and the image border is no depth edge
+    assert focus_region(point_mask((h, w), 30, 40)).sum() == point_mask((h, w), 30, 40).sum()
+    corner = np.zeros((h, w), bool)
+    corner[:20, :20] = True  # loses only its inner 6 px
+    assert np.array_equal(focus_region(corner), np.pad(np.ones((14, 14), bool), ((0, 66), (0, 106))))
+    assert focus_region(np.ones((h, w), bool)).all()
 
 
 def test_preview_matches_full_quality(rng):

@@ -6,6 +6,7 @@ import pytest
 from dpfocus.napari import _widgets
 from dpfocus.napari._inspector import KernelInspectorWidget
 from dpfocus.napari._widgets import AnalysisWidget, FocusWidget
+from dpfocus.refocus import focus_disparity, focus_region
 from dpfocus.samples import load_ground_truth
 
 pytest.importorskip("napari")
@@ -114,7 +115,7 @@ def test_painting_a_mask_refocuses_sharper_inside_and_blurrier_outside(analysed)
     mask_layer.data = inside.astype(np.uint8)  # as a programmatic paint stroke
     preview = viewer.layers["garden refocused"]
     assert preview.metadata["dpfocus"]["quality"] == "preview" and preview.scale[0] == pytest.approx(2.0)
-    assert s.d_trg == pytest.approx(float(s.analysis.disparity[inside].mean()))
+    assert s.d_trg == pytest.approx(float(s.analysis.blur_disparity[focus_region(inside)].mean()))  # the stroke's interior
     after = full_render()
     full = viewer.layers["garden refocused"]
     assert full.metadata["dpfocus"]["quality"] == "full" and after.shape[:2] == inside.shape
@@ -375,11 +376,11 @@ def test_opening_an_analysis_folder_adds_its_maps_and_refocuses_without_running_
     mask = np.zeros(focus.session.analysis.shape, np.uint8)
     mask[150:200, 250:300] = 1
     viewer.layers["garden focus mask"].data = mask
-    # d_trg is the mean, over the mask, of the depth the renderer layers by (the blur map, which the
-    # reopened analysis carries from its folder)
+    # d_trg is the mean, over the mask's interior, of the depth the renderer layers by (the blur map,
+    # which the reopened analysis carries from its folder)
     assert focus.session.analysis.blur_coc is not None
     blur = focus.session.analysis.blur_disparity
-    assert "garden refocused" in viewer.layers and focus.session.d_trg == pytest.approx(float(blur[150:200, 250:300].mean()))
+    assert "garden refocused" in viewer.layers and focus.session.d_trg == pytest.approx(float(blur[156:194, 256:294].mean()))
     inspector.inspect_pixel(175.0, 275.0)
     assert inspector.picked is not None and "pixel (x=275, y=175)" in inspector.pixel_label.text()
     # the analysis dock finds it cached for the same pair and backend: nothing runs again
@@ -428,7 +429,7 @@ def test_reopening_an_export_brings_back_mask_image_and_controls(analysed, tmp_p
     corrected[:40] = 0
     again.layers["garden focus mask"].data = corrected
     assert again.layers["garden refocused"] is refocused and refocused.metadata["dpfocus"]["quality"] == "preview"
-    assert s.d_trg == pytest.approx(float(s.analysis.disparity[corrected > 0].mean()))
+    assert s.d_trg == pytest.approx(focus_disparity(s.analysis, mask=corrected))
     assert dock.export(tmp_path)["record"].parent.name == "garden_refocus_002"  # the first export stays
 
 
@@ -441,7 +442,7 @@ def test_a_prompt_or_clear_over_a_painted_mask_is_undone_with_the_layers_undo(an
     layer.data = painted.copy()  # the annotator's brush work (napari keeps the array it is given)
     s = focus.session
     d_painted = s.d_trg
-    assert d_painted == pytest.approx(float(s.analysis.disparity[painted > 0].mean()))
+    assert d_painted == pytest.approx(focus_disparity(s.analysis, mask=painted))
     focus.text.setText("background")
     focus.focus_on_text()  # a prompt replaces the mask...
     assert not np.array_equal(layer.data > 0, painted > 0) and s.d_trg != pytest.approx(d_painted)
@@ -470,7 +471,7 @@ def test_a_reopened_export_keeps_a_focus_that_did_not_come_from_its_mask(analyse
     viewer.dims.set_point(0, 3)
     focus.focus_on_sweep_plane()  # the target is now the farthest plane, not the mask's mean
     d_trg = focus.session.d_trg
-    assert d_trg != pytest.approx(float(focus.session.analysis.disparity[viewer.layers["garden focus mask"].data > 0].mean()))
+    assert d_trg != pytest.approx(focus_disparity(focus.session.analysis, mask=viewer.layers["garden focus mask"].data))
     files = focus.export(tmp_path)
     _widgets.ANALYSES.clear()
     again = make_napari_viewer()

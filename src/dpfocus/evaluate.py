@@ -86,7 +86,9 @@ def _scene_rows(backend: str, n_scenes: int, size: tuple[int, int], featureless:
             refocus_ssim.append(ssim(img, target))
             nothing.append(psnr(scene.combined, target))
             nothing_ssim.append(ssim(scene.combined, target))
-            renderer.append(psnr(render_refocus(truth_analysis, focus_disparity(truth_analysis, mask=mask)), target))
+            # the renderer alone: at the target's own d_trg, the true mean over the whole object (the
+            # interior's mean, which focus_disparity takes from an estimated map, differs on tilted objects)
+            renderer.append(psnr(render_refocus(truth_analysis, float(truth_analysis.disparity[mask].mean())), target))
             if backend == "network":  # the network's own refocus: the reblur path with shifted F_D
                 from .nn.backend import network_refocus
 

@@ -23,9 +23,18 @@ import numpy as np
 from .analysis import Analysis, render_psf_from_spec
 from .optics import BANK_RELATIVE_STEP, BANK_STEP, CalibratedPSF, Layer, PSFModel, bin_weights, bounding_box, coc_bin_centres, convolve_stack, grow_box, linear_to_srgb, render_layers, srgb_to_linear, trim_kernel
 
-__all__ = ["FocusError", "check_controls", "check_sweep", "sweep_disparities", "focus_sweep", "focus_disparity", "target_coc", "analysis_psf", "render_refocus", "blur_by_radius", "RefocusPreview", "point_mask", "box_mask"]
+__all__ = ["FocusError", "check_controls", "check_sweep", "sweep_disparities", "focus_sweep", "focus_disparity", "target_coc", "analysis_psf", "render_refocus", "blur_by_radius", "RefocusPreview", "point_mask", "box_mask", "focus_region"]
 
 POINT_RADIUS = 6  # px: a click selects a small disk
+#: px: ``d_trg`` is the mean over the target's interior, the mask less this rim: an estimated map
+#: blends across depth edges over a few px, the blur map gives a nearer surface's spill to the
+#: pixels around it, and a painted mask strays over the edge. Refocus PSNR on tuning scenes
+#: (network: seeds 500000-500023 / 700000-700011, classical: 700000-700023 / 500000-500011) went
+#: 33.97 / 33.90 / 35.10 / 32.91 -> 34.31 / 34.15 / 35.16 / 32.97 dB; rims of 2, 4 and 8 px and the
+#: mask's median gained less or lost more on single scenes
+FOCUS_RIM = 6
+#: px: a target whose interior is smaller than this (a click's disk, a thin stroke) keeps its rim
+MIN_INTERIOR = 20
 #: behind pixels more than this many CoC bins nearer, the full render fills in the background (what a
 #: blurred foreground's soft rim reveals); +1.8 dB against ground-truth refocused images
 HIDDEN_FILL_BINS = 1
@@ -62,6 +71,20 @@ def box_mask(shape: tuple[int, int], x0: float, y0: float, x1: float, y1: float)
     return m
 
 
+def focus_region(mask: np.ndarray) -> np.ndarray:
+    """The pixels of a non-empty focus mask that set ``d_trg``: those more than ``FOCUS_RIM`` px inside
+    it (the image border is no edge), or the whole mask when fewer than ``MIN_INTERIOR`` are."""
+    from scipy.ndimage import distance_transform_edt
+
+    mask = np.asarray(mask, bool)
+    box = bounding_box(mask, pad=FOCUS_RIM + 1)
+    if box is None or mask[box].all():  # empty, or a rectangle bounded by the image border alone
+        return mask
+    interior = np.zeros_like(mask)
+    interior[box] = distance_transform_edt(mask[box]) > FOCUS_RIM
+    return interior if np.count_nonzero(interior) >= MIN_INTERIOR else mask
+
+
 def focus_disparity(
     analysis: Analysis,
     *,
@@ -70,7 +93,8 @@ def focus_disparity(
     box: tuple[float, float, float, float] | None = None,
     d_trg: float | None = None,
 ) -> float:
-    """``d_trg``: the mean disparity over the target (exactly one of mask, point, box, d_trg)."""
+    """``d_trg``: the mean disparity over the target's interior (:func:`focus_region`; exactly one of
+    mask, point, box, d_trg)."""
     given = [v is not None for v in (mask, point, box, d_trg)]
     if sum(given) != 1:
         raise FocusError("give exactly one focus target: a mask, a point, a box, or a disparity")
@@ -93,7 +117,7 @@ def focus_disparity(
     mask = mask > 0
     if not mask.any():
         raise FocusError("the focus mask is empty; paint or select the region to bring into focus")
-    return float(analysis.blur_disparity[mask].mean())
+    return float(analysis.blur_disparity[focus_region(mask)].mean())
 
 
 def check_controls(strength: float, tolerance: float = 0.0) -> None:

@@ -238,7 +238,7 @@ def network_refocus(pair: DPPair, mask: np.ndarray, strength: float = 1.0, weigh
     ``F_D`` is shifted by its mean over the mask, ``C' = strength J (d - d_trg)`` picks target
     kernels, and the same kernel set reblurs the network's all-in-focus image.
     """
-    from ..refocus import FocusError
+    from ..refocus import FocusError, focus_region
 
     net = _shipped(str(weights or WEIGHTS_PATH))
     mask = np.asarray(mask) > 0
@@ -253,7 +253,7 @@ def network_refocus(pair: DPPair, mask: np.ndarray, strength: float = 1.0, weigh
     m = torch.from_numpy(np.pad(mask, ((0, ph), (0, pw))).astype(np.float32))[None, None]
     with torch.no_grad():
         out = net(tl, tr)
-        d_trg = float(out.disparity[0, 0][: h, : w][torch.from_numpy(mask)].mean())
+        d_trg = float(out.disparity[0, 0][: h, : w][torch.from_numpy(focus_region(mask))].mean())
         mask4 = F.avg_pool2d(m, 4) > 0.5
         if not mask4.any():
             mask4 = F.max_pool2d(m, 4) > 0
