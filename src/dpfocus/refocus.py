@@ -74,14 +74,18 @@ def box_mask(shape: tuple[int, int], x0: float, y0: float, x1: float, y1: float)
 def focus_region(mask: np.ndarray) -> np.ndarray:
     """The pixels of a non-empty focus mask that set ``d_trg``: those more than ``FOCUS_RIM`` px inside
     it (the image border is no edge), or the whole mask when fewer than ``MIN_INTERIOR`` are."""
-    from scipy.ndimage import distance_transform_edt
+    import cv2
 
     mask = np.asarray(mask, bool)
     box = bounding_box(mask, pad=FOCUS_RIM + 1)
-    if box is None or mask[box].all():  # empty, or a rectangle bounded by the image border alone
+    if box is None:
         return mask
+    # erosion by the closed disk (3 ms for a mask filling a 1120x1680 frame; a distance transform
+    # took 50 ms, too slow for the live preview); cv2 pads with the mask, so the border is no edge
+    offsets = np.arange(-FOCUS_RIM, FOCUS_RIM + 1) ** 2
+    disk = (np.add.outer(offsets, offsets) <= FOCUS_RIM**2).astype(np.uint8)
     interior = np.zeros_like(mask)
-    interior[box] = distance_transform_edt(mask[box]) > FOCUS_RIM
+    interior[box] = cv2.erode(mask[box].view(np.uint8), disk) > 0
     return interior if np.count_nonzero(interior) >= MIN_INTERIOR else mask
 
 
