@@ -305,6 +305,53 @@ def test_network_refocus_brings_the_masked_object_into_focus():
 
 
 @shipped
+def test_the_reblur_path_renders_from_a_session_an_export_record_and_the_cli(tmp_path, capsys):
+    from dpfocus.export import export_refocus
+    from dpfocus.io import read_image, save_image
+    from dpfocus.refocus import FocusError
+    from dpfocus.session import FocusSession
+
+    pair = load_sample("garden")
+    mask = load_ground_truth("garden")["labels"] == 1
+    _, expected = network_refocus(pair, mask)
+    s = FocusSession(analyze(pair, backend="network"))
+    s.set_mask(mask)
+    layered = s.render_full()[1]
+    s.set_renderer("network")
+    with pytest.raises(FocusError, match="views"):
+        s.render_full()
+    generation, img = s.render_full(pair=pair)
+    assert generation == s.generation and np.array_equal(img, expected) and psnr(img, layered) < 40  # not the layered render
+    s.set_controls(tolerance=0.5)
+    with pytest.raises(FocusError, match="no sharp band"):
+        s.render_full(pair=pair)
+    s.set_controls(tolerance=0.0)
+    with pytest.raises(FocusError, match="unknown renderer"):
+        s.set_renderer("magic")
+    # an export records the renderer, and its record reproduces the image from the exported mask
+    files = export_refocus(tmp_path / "export", s, mask=mask, image=img)
+    assert json.loads(files["record"].read_text())["renderer"] == "network"
+    assert main(["refocus", "--record", str(files["record"]), "-o", str(tmp_path / "again.png")]) == 0
+    assert "network's reblur path" in capsys.readouterr().out
+    assert psnr(read_image(tmp_path / "again.png")[0], img) > 60  # 16-bit quantisation apart
+    # the command line: --quality network on a mask file
+    save_image(tmp_path / "mask.png", mask.astype(np.float32), 8)
+    left, right = str(pair.left_path), str(pair.right_path)
+    assert main(["refocus", left, right, "-o", str(tmp_path / "cli.png"), "--quality", "network", "--mask", str(tmp_path / "mask.png")]) == 0
+    assert psnr(read_image(tmp_path / "cli.png")[0], img) > 60
+    # ... a set disparity is not a region, and the path keeps no sharp band
+    assert main(["refocus", left, right, "-o", str(tmp_path / "x.png"), "--quality", "network", "--disparity", "0.5"]) == 2
+    assert "not on --disparity" in capsys.readouterr().err
+    assert main(["refocus", left, right, "-o", str(tmp_path / "y.png"), "--quality", "network", "--point", "100", "100", "--tolerance", "1"]) == 2
+    assert "no sharp band" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
+    # a set disparity drops the mask the path needs
+    s.set_disparity(0.5)
+    with pytest.raises(FocusError, match="region"):
+        s.render_full(pair=pair)
+
+
+@shipped
 def test_network_analysis_refocuses_with_the_physical_dp_psf_and_keeps_it_on_disk(tmp_path):
     import json
 

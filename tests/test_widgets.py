@@ -1,5 +1,7 @@
 """The analysis and focus docks in a real napari viewer (under Xvfb via `make test`)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -311,6 +313,34 @@ def test_full_render_backend_choice_uses_that_backends_analysis(analysed, monkey
     assert focus.render_full_now().max() == 0  # rendered from the chosen analysis's all-in-focus image
     focus.full_backend.setCurrentIndex(0)
     assert focus.render_full_now().max() > 0
+
+
+def test_full_render_by_the_networks_reblur_path_shows_and_exports_it(analysed, tmp_path, monkeypatch):
+    from dpfocus.io import DPPair, read_image
+    from dpfocus.nn.backend import network_refocus
+
+    viewer, _ = analysed
+    focus = docked(viewer, FocusWidget)
+    messages = []
+    monkeypatch.setattr(_widgets, "_notify", lambda message, error=True: messages.append(message))
+    mask = load_ground_truth("garden")["labels"] == 1
+    viewer.layers["garden focus mask"].data = mask.astype(np.uint8)
+    focus.full_backend.setCurrentText(_widgets.NETWORK_REBLUR)
+    img = focus.render_full_now()
+    pair = DPPair.from_arrays(viewer.layers["garden [L]"].data, viewer.layers["garden [R]"].data)
+    np.testing.assert_array_equal(img, network_refocus(pair, mask)[1])
+    layer = viewer.layers["garden refocused"]
+    assert layer.metadata["dpfocus"]["quality"] == "full" and layer.metadata["dpfocus"]["renderer"] == "network"
+    assert _widgets.NETWORK_REBLUR in focus.d_label.text()
+    files = focus.export(tmp_path)
+    assert json.loads(files["record"].read_text())["renderer"] == "network"
+    np.testing.assert_allclose(read_image(files["refocused"])[0], img, atol=1 / 65535)
+    # a tolerance band is the layered renderer's: the dock says so, and the shown image stays
+    focus.tolerance.setValue(1.0)
+    focus._start_full_render()
+    assert focus._full_worker is None and any("no sharp band" in m for m in messages)
+    focus.full_backend.setCurrentIndex(0)
+    assert focus.render_full_now() is not None and viewer.layers["garden refocused"].metadata["dpfocus"]["renderer"] == "layered"
 
 
 def test_focus_sweep_stack_layer_and_focus_on_a_plane(analysed, monkeypatch):

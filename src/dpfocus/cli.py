@@ -234,11 +234,26 @@ def _cmd_refocus_record(args: argparse.Namespace) -> int:
     args.backend = record.get("backend") or args.backend
     pair = _load(args)
     out = _check_output_file(args.output, pair)
-    analysis = _analyze(pair, args)
-    img = render_refocus(analysis, float(record["d_trg"]), float(record.get("strength", 1.0)), float(record.get("tolerance", 0.0)))
+    strength, tolerance = float(record.get("strength", 1.0)), float(record.get("tolerance", 0.0))
+    if record.get("renderer", "layered") == "network":  # the network's reblur path: the exported mask is the target
+        from .nn.backend import network_refocus
+
+        mask_file = (record.get("files") or {}).get("focus_mask")
+        folder = Path(args.record) if Path(args.record).is_dir() else Path(args.record).parent
+        if not mask_file or not (folder / mask_file).is_file():
+            raise UsageError(f"{args.record}: rendered by the network's reblur path, which needs the exported focus mask; "
+                             f"{mask_file or 'focus_mask.png'} is missing beside the record")
+        mask = read_image(folder / mask_file)[0]
+        mask = (mask.max(axis=2) if mask.ndim == 3 else mask) > 0.5
+        if mask.shape != pair.shape[:2]:
+            raise UsageError(f"{folder / mask_file}: mask is {mask.shape[1]}x{mask.shape[0]} but the pair is {pair.shape[1]}x{pair.shape[0]}")
+        img = network_refocus(pair, mask, strength, tolerance=tolerance)[1]
+        how = "the network's reblur path"
+    else:
+        img = render_refocus(_analyze(pair, args), float(record["d_trg"]), strength, tolerance)
+        how = args.backend
     save_image(out, img, _output_bits(pair))
-    print(f"{out}: reproduced {args.record} (d_trg = {record['d_trg']:.3f} px, strength {record.get('strength', 1.0):g}, "
-          f"tolerance {record.get('tolerance', 0.0):g}, {args.backend})")
+    print(f"{out}: reproduced {args.record} (d_trg = {record['d_trg']:.3f} px, strength {strength:g}, tolerance {tolerance:g}, {how})")
     return 0
 
 
@@ -271,6 +286,8 @@ def _cmd_refocus(args: argparse.Namespace) -> int:
 def _refocus_into(pair: DPPair, out: Path, target: dict, args: argparse.Namespace) -> None:
     from .refocus import RefocusPreview, focus_disparity, render_refocus
 
+    if args.quality == "network":
+        return _network_refocus_into(pair, out, target, args)
     analysis = _analyze(pair, args)
     d_trg = focus_disparity(analysis, **_resolve_prompt_target(target, analysis))
     if args.quality == "preview":
@@ -279,6 +296,27 @@ def _refocus_into(pair: DPPair, out: Path, target: dict, args: argparse.Namespac
         img = render_refocus(analysis, d_trg, args.strength, args.tolerance)
     save_image(out, img, _output_bits(pair))
     print(f"{out}: refocused at d_trg = {d_trg:.3f} px, strength {args.strength:g}, tolerance {args.tolerance:g} ({args.quality})")
+
+
+def _network_refocus_into(pair: DPPair, out: Path, target: dict, args: argparse.Namespace) -> None:
+    """``--quality network``: the network's own reblur path on the target region (a text prompt is
+    resolved on the ``--backend`` analysis first)."""
+    from .nn.backend import network_refocus
+    from .refocus import box_mask, point_mask
+
+    if "d_trg" in target:
+        raise UsageError("--quality network refocuses on a region (--mask, --point, --box or --text), not on --disparity")
+    if "prompt" in target:
+        target = _resolve_prompt_target(target, _analyze(pair, args))
+    if "point" in target:
+        mask = point_mask(pair.shape[:2], *target["point"])
+    elif "box" in target:
+        mask = box_mask(pair.shape[:2], *target["box"])
+    else:
+        mask = target["mask"]
+    d_trg, img = network_refocus(pair, mask, args.strength, tolerance=args.tolerance)
+    save_image(out, img, _output_bits(pair))
+    print(f"{out}: refocused by the network's reblur path at d_trg = {d_trg:.3f} px (its own disparity), strength {args.strength:g}")
 
 
 def _full_size(img: np.ndarray, pair: DPPair) -> np.ndarray:
@@ -588,7 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: $DPFOCUS_CLIP_MODEL, else matched from the weights)")
     p.add_argument("--strength", type=float, default=1.0, help="aperture scale: 1 = as captured, 0 = all in focus")
     p.add_argument("--tolerance", type=float, default=0.0, help="disparity band (px) kept sharp around the target")
-    p.add_argument("--quality", choices=("preview", "full"), default="full")
+    p.add_argument("--quality", choices=("preview", "full", "network"), default="full",
+                   help="full: the layered renderer on the analysis; network: the network's own reblur path (its learned "
+                   "kernels, no --tolerance); preview: the live preview's render")
     p.set_defaults(func=_cmd_refocus)
 
     p = sub.add_parser("sweep", help="focal stack: refocus from the nearest to the farthest surface, one image per step")

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QLabeledDoubleSlider
 
-from ..analysis import Analysis, AnalysisCancelled, analyze_steps, backend_tiles, backends
+from ..analysis import Analysis, AnalysisCancelled, BackendError, analyze_steps, backend_tiles, backends
 from ..io import DPPair, DPPairError, quantise
 from ..refocus import FocusError, focus_sweep, sweep_disparities
 from ..session import FocusSession
@@ -88,6 +88,10 @@ def _await_workers_at_exit() -> None:
 
 
 atexit.register(_await_workers_at_exit)
+
+
+#: the full-render choice that runs the network's own reblur path (session renderer "network")
+NETWORK_REBLUR = "network reblur path"
 
 
 def _notify(message: str, error: bool = True) -> None:
@@ -444,8 +448,9 @@ class FocusWidget(QWidget):
         self.tolerance.setToolTip("Disparity band (px) around the target that stays sharp")
         self.d_label = QLabel("d_trg: -")
         self.full_backend = QComboBox()
-        self.full_backend.addItems(["same as the preview"] + backends())
-        self.full_backend.setToolTip("Whose all-in-focus image and kernels the full-quality render uses (that analysis must have run)")
+        self.full_backend.addItems(["same as the preview"] + backends() + ([NETWORK_REBLUR] if "network" in backends() else []))
+        self.full_backend.setToolTip("Whose all-in-focus image and kernels the full-quality render uses (that analysis must have run); "
+                                     f"'{NETWORK_REBLUR}': the network's own refocus, its learned kernels on the pair's views (no tolerance)")
         self.negative = QCheckBox("next clicks exclude (negative)")
         self.negative.setToolTip("Clicks on the focus points layer cut regions out of the mask (Shift+N)")
         self.text = QLineEdit()
@@ -867,10 +872,11 @@ class FocusWidget(QWidget):
     def _show(self, img: np.ndarray, scale: float, preview: bool) -> None:
         s = self.session
         data, kwargs, kind = refocused_layer_data(img, self.stem, s.d_trg, s.strength, scale)
-        kwargs["metadata"]["dpfocus"].update(tolerance=s.tolerance, quality="preview" if preview else "full")
+        kwargs["metadata"]["dpfocus"].update(tolerance=s.tolerance, quality="preview" if preview else "full",
+                                             renderer="preview" if preview else s.renderer)
         layer = upsert_layer(self.viewer, data, kwargs, kind, s.analysis.meta.get("pair_id"))
         self._below_focus_layers(layer)
-        self._show_d_trg("preview" if preview else "full quality")
+        self._show_d_trg("preview" if preview else NETWORK_REBLUR if s.renderer == "network" else "full quality")
 
     def _below_focus_layers(self, layer) -> None:
         """Keep the mask, points and boxes drawable above a result layer."""
@@ -992,11 +998,16 @@ class FocusWidget(QWidget):
             return
         from napari.qt.threading import thread_worker
 
-        render_with = self._full_render_analysis(s)
+        try:
+            render_with, pair = self._full_render_inputs(s)
+            s.check_full_render(pair)
+        except FocusError as exc:
+            _notify(f"full-quality render: {exc}")
+            return
 
         @thread_worker
         def work():
-            return s.render_full(render_with)
+            return s.render_full(render_with, pair)
 
         worker = work()
         worker.returned.connect(lambda result: self._alive[0] and self._full_done(s, result))
@@ -1004,6 +1015,19 @@ class FocusWidget(QWidget):
         worker.finished.connect(self._full_finished)
         self._full_worker = worker
         worker.start()
+
+    def _full_render_inputs(self, s: FocusSession) -> tuple[Analysis, DPPair | None]:
+        """The analysis and, for the network's reblur path, the pair the full render uses (the choice
+        sets the session's renderer, so its record names it)."""
+        if self.full_backend.currentText() != NETWORK_REBLUR:
+            s.set_renderer("layered")
+            return self._full_render_analysis(s), None
+        s.set_renderer("network")
+        try:
+            views = [np.asarray(self.viewer.layers[layer_name(self.stem, v)].data) for v in ("left", "right")]
+        except KeyError:
+            raise FocusError(f"the network's reblur path runs on the views; open {self.stem}'s left and right images") from None
+        return s.analysis, DPPair.from_arrays(*views, name=self.stem)
 
     def _full_render_analysis(self, s: FocusSession) -> Analysis:
         """The analysis the full render uses: the chosen backend's for this pair, when it has run."""
@@ -1033,7 +1057,7 @@ class FocusWidget(QWidget):
         if s is None or s.d_trg is None:
             return None
         self._idle.stop()
-        result = s.render_full(self._full_render_analysis(s))
+        result = s.render_full(*self._full_render_inputs(s))
         self._full_done(s, result)
         return result[1]
 
@@ -1055,9 +1079,11 @@ class FocusWidget(QWidget):
         if not s.analysis.meta.get("left_path"):
             views = tuple(np.asarray(self.viewer.layers[layer_name(self.stem, v)].data) for v in ("left", "right"))
         try:
+            render_with, pair = self._full_render_inputs(s)
+            image = s.render_full(render_with, pair)[1] if s.renderer == "network" else None
             folder = next_export_folder(parent, self.stem)
-            self.last_export = export_refocus(folder, s, mask=None if mask_layer is None else mask_layer.data, views=views)
-        except (FocusError, DPPairError, OSError) as exc:
+            self.last_export = export_refocus(folder, s, mask=None if mask_layer is None else mask_layer.data, image=image, views=views)
+        except (FocusError, DPPairError, BackendError, OSError) as exc:
             _notify(f"export failed: {exc}")
             return None
         _notify(f"exported to {folder} (reproduce: dpfocus refocus --record {folder / 'record.json'} -o OUT.png)", error=False)

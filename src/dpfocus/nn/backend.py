@@ -23,7 +23,7 @@ from . import WEIGHTS_PATH
 from .model import DPKernelNet, NetConfig
 from .train import WEIGHTS_FORMAT
 
-__all__ = ["WEIGHTS_PATH", "NetworkWeightsError", "load_network", "run_network", "network_backend", "network_refocus", "DEFAULT_TILE"]
+__all__ = ["WEIGHTS_PATH", "NetworkWeightsError", "load_network", "run_network", "network_backend", "network_refocus", "check_network_refocus", "DEFAULT_TILE"]
 
 DEFAULT_TILE = 768  # px: 6 tiles at 1120x1680; 512 px tiles cost 15 tiles and 0.7 s more
 OVERLAP = 96  # px each side: the network's receptive field is about this wide
@@ -232,18 +232,32 @@ def network_backend(pair: DPPair, progress=None, tile: int | None = None, weight
     return analysis
 
 
-def network_refocus(pair: DPPair, mask: np.ndarray, strength: float = 1.0, weights: str | Path | None = None) -> tuple[float, np.ndarray]:
+def check_network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float, tolerance: float) -> None:
+    """FocusError unless the reblur path can render this target (checked before any work starts)."""
+    from ..refocus import FocusError, check_controls
+
+    check_controls(strength, tolerance)
+    if tolerance > 0:
+        raise FocusError("the network's reblur path keeps no sharp band: set the tolerance to 0, or render with the layered renderer")
+    if mask is None:
+        raise FocusError("the network's reblur path refocuses on a region: give a mask, point, box or text, not a disparity")
+    mask = np.asarray(mask)
+    if mask.shape[:2] != pair.shape[:2] or not mask.any():
+        raise FocusError("the focus mask must be a non-empty mask of the pair's size")
+
+
+def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0, weights: str | Path | None = None, tolerance: float = 0.0) -> tuple[float, np.ndarray]:
     """The network's own full-quality refocus (reblur path, whole image): ``(d_trg, image)``.
 
     ``F_D`` is shifted by its mean over the mask, ``C' = strength J (d - d_trg)`` picks target
-    kernels, and the same kernel set reblurs the network's all-in-focus image.
+    kernels, and the same kernel set reblurs the network's all-in-focus image. It needs a region (the
+    shift is a mean over it) and keeps no sharp band: ``tolerance`` must be 0.
     """
-    from ..refocus import FocusError, focus_region
+    from ..refocus import focus_region
 
+    check_network_refocus(pair, mask, strength, tolerance)
     net = _shipped(str(weights or WEIGHTS_PATH))
     mask = np.asarray(mask) > 0
-    if mask.shape != pair.shape[:2] or not mask.any():
-        raise FocusError("the focus mask must be a non-empty mask of the pair's size")
     left, right = _rgb(pair.left).astype(np.float32), _rgb(pair.right).astype(np.float32)
     h, w = left.shape[:2]
     ph, pw = (-h) % 4, (-w) % 4
