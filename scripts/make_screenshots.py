@@ -93,6 +93,7 @@ def main(out: Path) -> None:
     viewer.close()
     backdrop_shot(out)
     blur_shot(out)
+    reblur_shot(out)
 
 
 def backdrop_shot(out: Path) -> None:
@@ -116,6 +117,36 @@ def blur_shot(out: Path) -> None:
     viewer.layers.selection.active = viewer.layers["gallery blur CoC"]
     viewer.reset_view()
     _save_window(viewer, out / "dock_blur.png")
+    viewer.close()
+
+
+def reblur_shot(out: Path) -> None:
+    """The focus dock's two full renders of one click on the garden sample, in grid view: the
+    layered renderer (kept as a copy) beside the network's reblur path."""
+    from dpfocus.napari._widgets import NETWORK_REBLUR, FocusWidget
+    from dpfocus.samples import load_ground_truth
+
+    viewer, dock = _window_with_sample("garden")
+    dock.backend.setCurrentText("network")
+    dock.run(blocking=True)
+    focus = FocusWidget(viewer)
+    viewer.window.add_dock_widget(focus, name="DP focus", area="right")
+    gt = load_ground_truth("garden")
+    objects = [o for o in gt["scene"]["objects"] if o["visible_pixels"] > 4000]
+    target = max(objects, key=lambda o: o["coc"])
+    ys, xs = np.nonzero(gt["labels"] == target["label"])
+    viewer.layers["garden focus points"].add([[float(np.median(ys)), float(np.median(xs))]])
+    layered = focus.render_full_now()
+    viewer.add_image(layered, name="garden refocused (layered renderer)", rgb=True)
+    focus.full_backend.setCurrentText(NETWORK_REBLUR)
+    focus.render_full_now()
+    for layer in viewer.layers:
+        layer.visible = layer.name in ("garden refocused", "garden refocused (layered renderer)")
+    viewer.grid.enabled = True
+    viewer.grid.shape = (1, 2)
+    viewer.layers.selection.active = viewer.layers["garden refocused"]
+    viewer.reset_view()
+    _save_window(viewer, out / "dock_reblur.png")
     viewer.close()
 
 
