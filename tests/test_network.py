@@ -305,6 +305,24 @@ def test_network_refocus_brings_the_masked_object_into_focus():
 
 
 @shipped
+def test_the_reblur_path_follows_the_focus_target():
+    from dpfocus.scenes import SceneConfig, generate_scene
+
+    scene = generate_scene(11, SceneConfig(height=192, width=288))
+    pair = DPPair.from_arrays(scene.left, scene.right)
+    objects = sorted((o for o in scene.objects if (scene.labels == o["label"]).sum() >= 400), key=lambda o: o["coc"])
+    blurred, sharp = objects[0], objects[-1]  # captured 10.2 px out of focus, and in focus
+    on_blurred = network_refocus(pair, scene.labels == blurred["label"])[1]
+    on_sharp = network_refocus(pair, scene.labels == sharp["label"])[1]
+    # each focus is rendered nearer its own ground truth than the other's (measured +2.4 and +5.8 dB;
+    # when the retrieval kept its learned term the two images were the same to 0.0006)
+    assert psnr(on_blurred, scene.refocused[blurred["label"]]) > psnr(on_sharp, scene.refocused[blurred["label"]]) + 1
+    assert psnr(on_sharp, scene.refocused[sharp["label"]]) > psnr(on_blurred, scene.refocused[sharp["label"]]) + 1
+    # and focusing on the blurred object beats leaving the photo as it is (29.9 against 26.8 dB)
+    assert psnr(on_blurred, scene.refocused[blurred["label"]]) > psnr(scene.combined, scene.refocused[blurred["label"]]) + 1
+
+
+@shipped
 def test_the_reblur_path_renders_from_a_session_an_export_record_and_the_cli(tmp_path, capsys):
     from dpfocus.export import export_refocus
     from dpfocus.io import read_image, save_image

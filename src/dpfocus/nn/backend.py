@@ -249,9 +249,10 @@ def check_network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float
 def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0, weights: str | Path | None = None, tolerance: float = 0.0) -> tuple[float, np.ndarray]:
     """The network's own full-quality refocus (reblur path, whole image): ``(d_trg, image)``.
 
-    ``F_D`` is shifted by its mean over the mask, ``C' = strength J (d - d_trg)`` picks target
-    kernels, and the same kernel set reblurs the network's all-in-focus image. It needs a region (the
-    shift is a mean over it) and keeps no sharp band: ``tolerance`` must be 0.
+    The network's disparity is shifted by ``d_trg``, its mean over the mask's interior; the target
+    CoC ``C' = strength J (d - d_trg)`` picks target kernels from the learned set
+    (``DPKernelNet.refocus_weights``), and the same kernels reblur the network's all-in-focus image.
+    It needs a region and keeps no sharp band: ``tolerance`` must be 0.
     """
     from ..refocus import focus_region
 
@@ -264,14 +265,10 @@ def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0
     pad = lambda img: np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect")  # noqa: E731
     tl = torch.from_numpy(pad(left).transpose(2, 0, 1).copy())[None]
     tr = torch.from_numpy(pad(right).transpose(2, 0, 1).copy())[None]
-    m = torch.from_numpy(np.pad(mask, ((0, ph), (0, pw))).astype(np.float32))[None, None]
     with torch.no_grad():
         out = net(tl, tr)
         d_trg = float(out.disparity[0, 0][: h, : w][torch.from_numpy(focus_region(mask))].mean())
-        mask4 = F.avg_pool2d(m, 4) > 0.5
-        if not mask4.any():
-            mask4 = F.max_pool2d(m, 4) > 0
-        weights4 = net.refocus_weights(out, mask4, d_trg, strength)
+        weights4 = net.refocus_weights(out, d_trg, strength)
         img = net.reblur(out.aif.clamp(0, 1), weights4)[0].numpy().transpose(1, 2, 0)[:h, :w]
     img = np.clip(img, 0, 1)
     return d_trg, (img.mean(axis=2) if pair.left.ndim == 2 else img)
