@@ -323,6 +323,16 @@ def test_the_reblur_path_follows_the_focus_target():
 
 
 @shipped
+def test_the_tiled_reblur_path_matches_the_whole_image():
+    pair = load_sample("garden")
+    mask = load_ground_truth("garden")["labels"] == 1
+    d_whole, whole = network_refocus(pair, mask)  # 648x432: one pass on the whole image
+    d_tiled, tiled = network_refocus(pair, mask, tile=384)  # 2 x 2 tiles, d_trg from the tiled disparity
+    assert d_tiled == pytest.approx(d_whole, abs=0.02)  # measured 0.005 px
+    assert psnr(tiled, whole) > 45  # measured 83 dB
+
+
+@shipped
 def test_the_reblur_path_renders_from_a_session_an_export_record_and_the_cli(tmp_path, capsys):
     from dpfocus.export import export_refocus
     from dpfocus.io import read_image, save_image

@@ -31,6 +31,9 @@ OVERLAP = 96  # px each side: the network's receptive field is about this wide
 #: 1/4-resolution features, so its stride-2 samples only line up across tiles on a 64 px grid
 GRID = 64
 TOP_K = 5
+#: px: the reblur path runs on the whole image up to this size (1.4 GB peak at 1120x1680, 2.2 s);
+#: beyond it, in DEFAULT_TILE tiles, so its memory stays bounded by the tile size
+REBLUR_WHOLE_MAX_PIXELS = 2_500_000
 #: px of CoC: the network's disparity is averaged over each surface (optics.smooth_surfaces) with
 #: this range scale. Tuning Spearman (24 scenes, seeds 500000+) 0.745 -> 0.797; 1.0 px gave 0.793
 #: and 1.5 px 0.780 (0.5 px: 0.840 against 0.848 on the first 12). A second pass, as the classical
@@ -100,6 +103,33 @@ def _tiles(n: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
+def _tile_plan(h: int, w: int, tile: int | None) -> tuple[list[tuple[slice, slice]], list[np.ndarray]]:
+    """Tiles over an ``h x w`` image padded to the grid, and each one's blend weights (the weights
+    of overlapping tiles sum to one everywhere). ``tile`` None: one tile, the whole image."""
+    tile = int(tile) if tile else max(h, w)
+    tile = max(-(-tile // GRID) * GRID, -(-(2 * OVERLAP + GRID) // GRID) * GRID)
+    overlap = OVERLAP if tile < max(h, w) else 0
+    boxes, weights = [], []
+    for y in _tiles(h, tile, overlap):
+        for x in _tiles(w, tile, overlap):
+            th, tw = min(tile, h - y), min(tile, w - x)
+            boxes.append((slice(y, y + th), slice(x, x + tw)))
+            weights.append(_ramp(th, overlap, y == 0, y + th == h)[:, None] * _ramp(tw, overlap, x == 0, x + tw == w)[None, :])
+    return boxes, weights
+
+
+def _padded_views(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The views padded to the network's grid; padding mirrors the other view at the right border
+    (plain reflection had smeared the negative disparity into the last 10 columns: garden sample
+    1.99 px error there, now 0.29)."""
+    h, w = left.shape[:2]
+    return pad_dp_pair(left, right, (0, (-h) % GRID), (0, (-w) % GRID))
+
+
+def _tile_tensors(lt: np.ndarray, rt: np.ndarray, box: tuple[slice, slice]) -> tuple[torch.Tensor, torch.Tensor]:
+    return tuple(torch.from_numpy(np.ascontiguousarray(v[box].transpose(2, 0, 1)))[None] for v in (lt, rt))
+
+
 def run_network(net: DPKernelNet, left: np.ndarray, right: np.ndarray, tile: int | None = DEFAULT_TILE, progress=None) -> dict[str, np.ndarray]:
     """Whole-image or tiled inference on H x W x 3 float32 views; maps at full resolution.
 
@@ -107,43 +137,28 @@ def run_network(net: DPKernelNet, left: np.ndarray, right: np.ndarray, tile: int
     resampled to full res on demand) blended across tiles with smooth ramps.
     """
     h, w = left.shape[:2]
-    # padding mirrors the other view at the right border; plain reflection had smeared the
-    # negative disparity into the last 10 columns (garden sample: 1.99 px error there, now 0.29)
-    lt, rt = pad_dp_pair(left, right, (0, (-h) % GRID), (0, (-w) % GRID))
+    lt, rt = _padded_views(left, right)
     H, W = lt.shape[:2]
-    tile = int(tile) if tile else max(H, W)
-    tile = max(-(-tile // GRID) * GRID, -(-(2 * OVERLAP + GRID) // GRID) * GRID)
-    overlap = OVERLAP if tile < max(H, W) else 0
-    ys, xs = _tiles(H, tile, overlap), _tiles(W, tile, overlap)
+    boxes, blends = _tile_plan(H, W, tile)
     k = net.config.n_kernels
     acc = {"aif": np.zeros((H, W, 3), np.float32), "disparity": np.zeros((H, W), np.float32),
            "confidence": np.zeros((H, W), np.float32), "weights": np.zeros((k, H // 4, W // 4), np.float32)}
     norm = np.zeros((H, W), np.float32)
     norm4 = np.zeros((H // 4, W // 4), np.float32)
-    total, done = len(ys) * len(xs), 0
     with torch.no_grad():
-        for y in ys:
-            for x in xs:
-                th, tw = min(tile, H - y), min(tile, W - x)
-                sl = (slice(y, y + th), slice(x, x + tw))
-                tl = torch.from_numpy(np.ascontiguousarray(lt[sl].transpose(2, 0, 1)))[None]
-                tr = torch.from_numpy(np.ascontiguousarray(rt[sl].transpose(2, 0, 1)))[None]
-                out = net(tl, tr)
-                wy = _ramp(th, overlap, y == 0, y + th == H)
-                wx = _ramp(tw, overlap, x == 0, x + tw == W)
-                wt = wy[:, None] * wx[None, :]
-                acc["aif"][sl] += out.aif[0].numpy().transpose(1, 2, 0) * wt[..., None]
-                acc["disparity"][sl] += out.disparity[0, 0].numpy() * wt
-                conf = F.interpolate(out.confidence, scale_factor=4, mode="bilinear", align_corners=False)
-                acc["confidence"][sl] += conf[0, 0].numpy() * wt
-                norm[sl] += wt
-                wt4 = wt[1::4, 1::4]
-                sl4 = (slice(y // 4, (y + th) // 4), slice(x // 4, (x + tw) // 4))
-                acc["weights"][:, sl4[0], sl4[1]] += out.weights[0].numpy() * wt4
-                norm4[sl4] += wt4
-                done += 1
-                if progress is not None:
-                    progress(0.05 + 0.85 * done / total, f"network tile {done}/{total}")
+        for done, (sl, wt) in enumerate(zip(boxes, blends), 1):
+            out = net(*_tile_tensors(lt, rt, sl))
+            acc["aif"][sl] += out.aif[0].numpy().transpose(1, 2, 0) * wt[..., None]
+            acc["disparity"][sl] += out.disparity[0, 0].numpy() * wt
+            conf = F.interpolate(out.confidence, scale_factor=4, mode="bilinear", align_corners=False)
+            acc["confidence"][sl] += conf[0, 0].numpy() * wt
+            norm[sl] += wt
+            wt4 = wt[1::4, 1::4]
+            sl4 = (slice(sl[0].start // 4, sl[0].stop // 4), slice(sl[1].start // 4, sl[1].stop // 4))
+            acc["weights"][:, sl4[0], sl4[1]] += out.weights[0].numpy() * wt4
+            norm4[sl4] += wt4
+            if progress is not None:
+                progress(0.05 + 0.85 * done / len(boxes), f"network tile {done}/{len(boxes)}")
     result = {"aif": (acc["aif"] / norm[..., None])[:h, :w],
               "disparity": (acc["disparity"] / norm)[:h, :w],
               "confidence": (acc["confidence"] / norm)[:h, :w],
@@ -246,33 +261,47 @@ def check_network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float
         raise FocusError("the focus mask must be a non-empty mask of the pair's size")
 
 
-def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0, weights: str | Path | None = None, tolerance: float = 0.0) -> tuple[float, np.ndarray]:
-    """The network's own full-quality refocus (reblur path, whole image): ``(d_trg, image)``.
+def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0, weights: str | Path | None = None,
+                    tolerance: float = 0.0, tile: int | None = None) -> tuple[float, np.ndarray]:
+    """The network's own full-quality refocus (its reblur path): ``(d_trg, image)``.
 
     The network's disparity is shifted by ``d_trg``, its mean over the mask's interior; the target
     CoC ``C' = strength J (d - d_trg)`` picks target kernels from the learned set
     (``DPKernelNet.refocus_weights``), and the same kernels reblur the network's all-in-focus image.
-    It needs a region and keeps no sharp band: ``tolerance`` must be 0.
+    It needs a region and keeps no sharp band: ``tolerance`` must be 0. Images up to
+    ``REBLUR_WHOLE_MAX_PIXELS`` run whole; larger ones (or any, given ``tile``) in blended tiles,
+    in two passes: the tiled disparity sets ``d_trg`` first.
     """
     from ..refocus import focus_region
 
     check_network_refocus(pair, mask, strength, tolerance)
     net = _shipped(str(weights or WEIGHTS_PATH))
-    mask = np.asarray(mask) > 0
+    region = focus_region(np.asarray(mask) > 0)
     left, right = _rgb(pair.left).astype(np.float32), _rgb(pair.right).astype(np.float32)
     h, w = left.shape[:2]
-    ph, pw = (-h) % 4, (-w) % 4
-    pad = lambda img: np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect")  # noqa: E731
-    tl = torch.from_numpy(pad(left).transpose(2, 0, 1).copy())[None]
-    tr = torch.from_numpy(pad(right).transpose(2, 0, 1).copy())[None]
-    with torch.no_grad():
-        out = net(tl, tr)
-        d_trg = float(out.disparity[0, 0][: h, : w][torch.from_numpy(focus_region(mask))].mean())
-        weights4 = net.refocus_weights(out, d_trg, strength)
-        img = net.reblur(out.aif.clamp(0, 1), weights4)[0].numpy().transpose(1, 2, 0)[:h, :w]
-    img = np.clip(img, 0, 1)
-    return d_trg, (img.mean(axis=2) if pair.left.ndim == 2 else img)
+    if tile is None:
+        tile = None if h * w <= REBLUR_WHOLE_MAX_PIXELS else DEFAULT_TILE
+    lt, rt = _padded_views(left, right)
+    boxes, blends = _tile_plan(*lt.shape[:2], tile)
 
+    def reblurred(out) -> np.ndarray:
+        return net.reblur(out.aif.clamp(0, 1), net.refocus_weights(out, d_trg, strength))[0].numpy().transpose(1, 2, 0)
+
+    with torch.no_grad():
+        if len(boxes) == 1:
+            out = net(*_tile_tensors(lt, rt, boxes[0]))
+            d_trg = float(out.disparity[0, 0].numpy()[:h, :w][region].mean())
+            img = reblurred(out)
+        else:
+            d_trg = float(run_network(net, left, right, tile)["disparity"][region].mean())
+            img = np.zeros(lt.shape[:2] + (3,), np.float32)
+            norm = np.zeros(lt.shape[:2], np.float32)
+            for sl, wt in zip(boxes, blends):
+                img[sl] += reblurred(net(*_tile_tensors(lt, rt, sl))) * wt[..., None]
+                norm[sl] += wt
+            img /= norm[..., None]
+    img = np.clip(img[:h, :w], 0, 1)
+    return d_trg, (img.mean(axis=2) if pair.left.ndim == 2 else img)
 
 if WEIGHTS_PATH.is_file():
     register_backend("network", tiles=True)(network_backend)
