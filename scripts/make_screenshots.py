@@ -38,6 +38,20 @@ def _save_window(viewer, path: Path) -> None:
     print(path)
 
 
+def _save_side_by_side(viewer, names: tuple[str, str], path: Path) -> None:
+    """Only the two named layers, in grid view (the one lower in the layer list on the left, as
+    dimming one layer of dock_reblur showed), the second name selected; saved, then the window
+    closes."""
+    for layer in viewer.layers:
+        layer.visible = layer.name in names
+    viewer.grid.enabled = True
+    viewer.grid.shape = (1, 2)
+    viewer.layers.selection.active = viewer.layers[names[1]]
+    viewer.reset_view()
+    _save_window(viewer, path)
+    viewer.close()
+
+
 def main(out: Path) -> None:
     from dpfocus.napari._inspector import KernelInspectorWidget
     from dpfocus.napari._widgets import FocusWidget
@@ -110,14 +124,7 @@ def blur_shot(out: Path) -> None:
     the CoC, while the blur map keeps each object's halo on it."""
     viewer, dock = _window_with_sample("gallery")
     dock.run(blocking=True)
-    for layer in viewer.layers:
-        layer.visible = layer.name in ("gallery CoC", "gallery blur CoC")
-    viewer.grid.enabled = True
-    viewer.grid.shape = (1, 2)
-    viewer.layers.selection.active = viewer.layers["gallery blur CoC"]
-    viewer.reset_view()
-    _save_window(viewer, out / "dock_blur.png")
-    viewer.close()
+    _save_side_by_side(viewer, ("gallery CoC", "gallery blur CoC"), out / "dock_blur.png")
 
 
 def reblur_shot(out: Path) -> None:
@@ -140,14 +147,7 @@ def reblur_shot(out: Path) -> None:
     viewer.add_image(layered, name="garden refocused (layered renderer)", rgb=True)
     focus.full_backend.setCurrentText(NETWORK_REBLUR)
     focus.render_full_now()
-    for layer in viewer.layers:
-        layer.visible = layer.name in ("garden refocused", "garden refocused (layered renderer)")
-    viewer.grid.enabled = True
-    viewer.grid.shape = (1, 2)
-    viewer.layers.selection.active = viewer.layers["garden refocused"]
-    viewer.reset_view()
-    _save_window(viewer, out / "dock_reblur.png")
-    viewer.close()
+    _save_side_by_side(viewer, ("garden refocused (layered renderer)", "garden refocused"), out / "dock_reblur.png")
 
 
 if __name__ == "__main__":

@@ -190,6 +190,16 @@ def _resolve_prompt_target(target: dict, analysis) -> dict:
     return {"mask": mask_from_box(analysis, value, sam=sam)}
 
 
+def _read_mask(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A mask image's pixels above 0.5 (any channel), checked against the pair's size."""
+    mask, _ = read_image(path)
+    mask = (mask.max(axis=2) if mask.ndim == 3 else mask) > 0.5
+    h, w = shape[:2]
+    if mask.shape != (h, w):
+        raise UsageError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but the pair is {w}x{h}; draw it on the same pair")
+    return mask
+
+
 def _focus_mask_from_args(args: argparse.Namespace, pair: DPPair | None):
     """(kind, value) of the focus target, validated against the pair before any analysis runs (no pair:
     --text and --disparity, which fit every pair of a folder)."""
@@ -205,10 +215,7 @@ def _focus_mask_from_args(args: argparse.Namespace, pair: DPPair | None):
         return {"d_trg": args.disparity}
     h, w = pair.shape[:2]
     if args.mask is not None:
-        mask, _ = read_image(args.mask)
-        mask = (mask.max(axis=2) if mask.ndim == 3 else mask) > 0.5
-        if mask.shape != (h, w):
-            raise UsageError(f"{args.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but the pair is {w}x{h}; draw it on the same pair")
+        mask = _read_mask(args.mask, (h, w))
         if not mask.any():
             raise UsageError(f"{args.mask}: mask is empty (no pixel above 0.5); paint the region to bring into focus")
         return {"mask": mask}
@@ -243,11 +250,7 @@ def _cmd_refocus_record(args: argparse.Namespace) -> int:
         if not mask_file or not (folder / mask_file).is_file():
             raise UsageError(f"{args.record}: rendered by the network's reblur path, which needs the exported focus mask; "
                              f"{mask_file or 'focus_mask.png'} is missing beside the record")
-        mask = read_image(folder / mask_file)[0]
-        mask = (mask.max(axis=2) if mask.ndim == 3 else mask) > 0.5
-        if mask.shape != pair.shape[:2]:
-            raise UsageError(f"{folder / mask_file}: mask is {mask.shape[1]}x{mask.shape[0]} but the pair is {pair.shape[1]}x{pair.shape[0]}")
-        img = network_refocus(pair, mask, strength, tolerance=tolerance)[1]
+        img = network_refocus(pair, _read_mask(folder / mask_file, pair.shape), strength, tolerance=tolerance)[1]
         how = "the network's reblur path"
     else:
         img = render_refocus(_analyze(pair, args), float(record["d_trg"]), strength, tolerance)
@@ -440,10 +443,7 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
     out = _output_folder(args.output, "the kernel files")
     mask = None
     if args.mask is not None:
-        mask, _ = read_image(args.mask)
-        mask = (mask.max(axis=2) if mask.ndim == 3 else mask) > 0.5
-        if mask.shape != pair.shape[:2]:
-            raise UsageError(f"{args.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but the pair is {pair.shape[1]}x{pair.shape[0]}")
+        mask = _read_mask(args.mask, pair.shape)
     h, w = pair.shape[:2]
     for x, y in args.point or []:
         if not (0 <= x < w and 0 <= y < h):

@@ -89,7 +89,7 @@ def _scene_rows(backend: str, n_scenes: int, size: tuple[int, int], featureless:
             # the renderer alone: at the target's own d_trg, the true mean over the whole object (the
             # interior's mean, which focus_disparity takes from an estimated map, differs on tilted objects)
             renderer.append(psnr(render_refocus(truth_analysis, float(truth_analysis.disparity[mask].mean())), target))
-            if backend == "network":  # the network's own refocus: the reblur path with shifted F_D
+            if backend == "network":  # the network's own refocus: its reblur path with target kernels
                 from .nn.backend import network_refocus
 
                 own.append(psnr(network_refocus(pair, mask)[1], target))

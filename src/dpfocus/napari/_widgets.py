@@ -1023,11 +1023,14 @@ class FocusWidget(QWidget):
             s.set_renderer("layered")
             return self._full_render_analysis(s), None
         s.set_renderer("network")
+        return s.analysis, DPPair.from_arrays(*self._view_data(), name=self.stem)
+
+    def _view_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pair's left and right views from their layers."""
         try:
-            views = [np.asarray(self.viewer.layers[layer_name(self.stem, v)].data) for v in ("left", "right")]
+            return tuple(np.asarray(self.viewer.layers[layer_name(self.stem, v)].data) for v in ("left", "right"))
         except KeyError:
-            raise FocusError(f"the network's reblur path runs on the views; open {self.stem}'s left and right images") from None
-        return s.analysis, DPPair.from_arrays(*views, name=self.stem)
+            raise FocusError(f"{self.stem}'s left and right views are not open; open the pair's images") from None
 
     def _full_render_analysis(self, s: FocusSession) -> Analysis:
         """The analysis the full render uses: the chosen backend's for this pair, when it has run."""
@@ -1075,10 +1078,8 @@ class FocusWidget(QWidget):
             if not parent:
                 return None
         mask_layer = self._layer("mask")
-        views = None
-        if not s.analysis.meta.get("left_path"):
-            views = tuple(np.asarray(self.viewer.layers[layer_name(self.stem, v)].data) for v in ("left", "right"))
         try:
+            views = None if s.analysis.meta.get("left_path") else self._view_data()
             render_with, pair = self._full_render_inputs(s)
             image = s.render_full(render_with, pair)[1] if s.renderer == "network" else None
             folder = next_export_folder(parent, self.stem)

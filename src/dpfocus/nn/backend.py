@@ -31,7 +31,7 @@ OVERLAP = 96  # px each side: the network's receptive field is about this wide
 #: 1/4-resolution features, so its stride-2 samples only line up across tiles on a 64 px grid
 GRID = 64
 TOP_K = 5
-#: px: the reblur path runs on the whole image up to this size (1.4 GB peak at 1120x1680, 2.2 s);
+#: px: the reblur path runs on the whole image up to this size (1.5 GB peak at 1120x1680, 2.7 s);
 #: beyond it, in DEFAULT_TILE tiles, so its memory stays bounded by the tile size
 REBLUR_WHOLE_MAX_PIXELS = 2_500_000
 #: px of CoC: the network's disparity is averaged over each surface (optics.smooth_surfaces) with
