@@ -20,7 +20,7 @@ from ..analysis import Analysis, BackendError, register_backend, render_psf_spec
 from ..io import DPPair
 from ..optics import DPPSF, flatten_backdrop, foreground_spill, pad_dp_pair, smooth_surfaces
 from . import WEIGHTS_PATH
-from .model import DPKernelNet, NetConfig
+from .model import DPKernelNet, NetConfig, upsample_disparity
 from .train import WEIGHTS_FORMAT
 
 __all__ = ["WEIGHTS_PATH", "NetworkWeightsError", "load_network", "run_network", "network_backend", "network_refocus", "check_network_refocus", "DEFAULT_TILE"]
@@ -130,39 +130,48 @@ def _tile_tensors(lt: np.ndarray, rt: np.ndarray, box: tuple[slice, slice]) -> t
     return tuple(torch.from_numpy(np.ascontiguousarray(v[box].transpose(2, 0, 1)))[None] for v in (lt, rt))
 
 
-def run_network(net: DPKernelNet, left: np.ndarray, right: np.ndarray, tile: int | None = DEFAULT_TILE, progress=None) -> dict[str, np.ndarray]:
+def run_network(net: DPKernelNet, left: np.ndarray, right: np.ndarray, tile: int | None = DEFAULT_TILE, progress=None,
+                disparity_only: bool = False) -> dict[str, np.ndarray]:
     """Whole-image or tiled inference on H x W x 3 float32 views; maps at full resolution.
 
     Returns aif (H x W x 3), disparity, confidence (H x W), weights (K x H/4 x W/4 as computed,
-    resampled to full res on demand) blended across tiles with smooth ramps.
+    resampled to full res on demand) blended across tiles with smooth ramps. ``disparity_only``:
+    the matching half of the network alone, and only disparity and confidence.
     """
     h, w = left.shape[:2]
     lt, rt = _padded_views(left, right)
     H, W = lt.shape[:2]
     boxes, blends = _tile_plan(H, W, tile)
     k = net.config.n_kernels
-    acc = {"aif": np.zeros((H, W, 3), np.float32), "disparity": np.zeros((H, W), np.float32),
-           "confidence": np.zeros((H, W), np.float32), "weights": np.zeros((k, H // 4, W // 4), np.float32)}
+    acc = {"disparity": np.zeros((H, W), np.float32), "confidence": np.zeros((H, W), np.float32)}
+    if not disparity_only:
+        acc.update(aif=np.zeros((H, W, 3), np.float32), weights=np.zeros((k, H // 4, W // 4), np.float32))
     norm = np.zeros((H, W), np.float32)
     norm4 = np.zeros((H // 4, W // 4), np.float32)
     with torch.no_grad():
         for done, (sl, wt) in enumerate(zip(boxes, blends), 1):
-            out = net(*_tile_tensors(lt, rt, sl))
-            acc["aif"][sl] += out.aif[0].numpy().transpose(1, 2, 0) * wt[..., None]
-            acc["disparity"][sl] += out.disparity[0, 0].numpy() * wt
-            conf = F.interpolate(out.confidence, scale_factor=4, mode="bilinear", align_corners=False)
+            views = _tile_tensors(lt, rt, sl)
+            if disparity_only:
+                disp4, confidence, _ = net.disparity_stage(*views)
+                disparity = upsample_disparity(disp4)
+            else:
+                out = net(*views)
+                disparity, confidence = out.disparity, out.confidence
+                acc["aif"][sl] += out.aif[0].numpy().transpose(1, 2, 0) * wt[..., None]
+                wt4 = wt[1::4, 1::4]
+                sl4 = (slice(sl[0].start // 4, sl[0].stop // 4), slice(sl[1].start // 4, sl[1].stop // 4))
+                acc["weights"][:, sl4[0], sl4[1]] += out.weights[0].numpy() * wt4
+                norm4[sl4] += wt4
+            acc["disparity"][sl] += disparity[0, 0].numpy() * wt
+            conf = F.interpolate(confidence, scale_factor=4, mode="bilinear", align_corners=False)
             acc["confidence"][sl] += conf[0, 0].numpy() * wt
             norm[sl] += wt
-            wt4 = wt[1::4, 1::4]
-            sl4 = (slice(sl[0].start // 4, sl[0].stop // 4), slice(sl[1].start // 4, sl[1].stop // 4))
-            acc["weights"][:, sl4[0], sl4[1]] += out.weights[0].numpy() * wt4
-            norm4[sl4] += wt4
             if progress is not None:
                 progress(0.05 + 0.85 * done / len(boxes), f"network tile {done}/{len(boxes)}")
-    result = {"aif": (acc["aif"] / norm[..., None])[:h, :w],
-              "disparity": (acc["disparity"] / norm)[:h, :w],
-              "confidence": (acc["confidence"] / norm)[:h, :w],
-              "weights": acc["weights"] / np.maximum(norm4, 1e-6)}  # padded grid: H/4 x W/4
+    result = {"disparity": (acc["disparity"] / norm)[:h, :w], "confidence": (acc["confidence"] / norm)[:h, :w]}
+    if not disparity_only:
+        result["aif"] = (acc["aif"] / norm[..., None])[:h, :w]
+        result["weights"] = acc["weights"] / np.maximum(norm4, 1e-6)  # padded grid: H/4 x W/4
     return result
 
 
@@ -293,7 +302,7 @@ def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0
             d_trg = float(out.disparity[0, 0].numpy()[:h, :w][region].mean())
             img = reblurred(out)
         else:
-            d_trg = float(run_network(net, left, right, tile)["disparity"][region].mean())
+            d_trg = float(run_network(net, left, right, tile, disparity_only=True)["disparity"][region].mean())
             img = np.zeros(lt.shape[:2] + (3,), np.float32)
             norm = np.zeros(lt.shape[:2], np.float32)
             for sl, wt in zip(boxes, blends):

@@ -260,7 +260,9 @@ class DPKernelNet(nn.Module):
         prior = -((coc4 - centres) ** 2) / (2 * self.log_sharpness.exp() ** 2)
         return torch.softmax(prior + self.retrieval(fused), dim=1)
 
-    def forward(self, left: torch.Tensor, right: torch.Tensor) -> NetOutput:
+    def disparity_stage(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The matching half of ``forward``: ``(disp4, confidence, f_g)`` at 1/4 res, disparity in
+        full-res px. Half the network's work; callers that need only the disparity stop here."""
         c = self.config
         fl, fr = self.match(left), self.match(right)  # 1/2 res
         learned = F.avg_pool2d(self._cost_volume(F.normalize(fl, dim=1), F.normalize(fr, dim=1)), 2)  # 1/4 res
@@ -274,7 +276,11 @@ class DPKernelNet(nn.Module):
         # from context), so its peak counts only where the correlation itself finds the match
         evidence = ((ncc.max(1, keepdim=True).values - NCC_EVIDENCE[0]) / (NCC_EVIDENCE[1] - NCC_EVIDENCE[0])).clamp(0, 1)
         confidence = prob.max(1, keepdim=True).values * evidence
-        f_d = 2 * torch.tanh(_pixel_norm(f_g) / c.rho) - 1
+        return disp4, confidence, f_g
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> NetOutput:
+        disp4, confidence, f_g = self.disparity_stage(left, right)
+        f_d = 2 * torch.tanh(_pixel_norm(f_g) / self.config.rho) - 1
         coc4 = self.J * disp4
         weights = self.retrieve(coc4, f_d, f_g)
         # restoration
@@ -282,7 +288,7 @@ class DPKernelNet(nn.Module):
         e2 = self.enc2(torch.cat([left, right], 1))
         feat = self.enc4(e2)
         aif = self._decode(self._restore(feat, weights, f_d), e2, combined)
-        disparity = F.interpolate(disp4, scale_factor=4, mode="bilinear", align_corners=False)
+        disparity = upsample_disparity(disp4)
         return NetOutput(aif, disparity, self.J * disparity, weights, confidence, f_d,
                          {"f_g": f_g, "disp4": disp4})
 
@@ -316,6 +322,11 @@ class DPKernelNet(nn.Module):
         coc4 = strength * self.J * (out.feats["disp4"] - d_trg)
         centres = self.kernel_cocs().view(1, -1, 1, 1)
         return torch.softmax(-((coc4 - centres) ** 2) / (2 * REFOCUS_SIGMA**2), dim=1)
+
+
+def upsample_disparity(disp4: torch.Tensor) -> torch.Tensor:
+    """1/4-res disparity to full res (bilinear; the values are already full-res px)."""
+    return F.interpolate(disp4, scale_factor=4, mode="bilinear", align_corners=False)
 
 
 def _blur_image(img: torch.Tensor, k: torch.Tensor, weights: torch.Tensor, cocs: torch.Tensor) -> torch.Tensor:
