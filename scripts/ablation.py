@@ -65,7 +65,7 @@ def main() -> None:
         print(f"ablation_{name.replace(' ', '_')}_spearman: {r['spearman']:.3f}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "ablation.json").write_text(json.dumps(results, indent=2))
-    lines = [f"| variant | AIF PSNR (dB) | gain over input (dB) | disparity Spearman |", "|---|---|---|---|"]
+    lines = ["| variant | AIF PSNR (dB) | gain over input (dB) | disparity Spearman |", "|---|---|---|---|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['aif_psnr']:.2f} | {r['aif_psnr'] - r['input_psnr']:+.2f} | {r['spearman']:.3f} |")
     table = "\n".join(lines)

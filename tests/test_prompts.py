@@ -16,7 +16,6 @@ from dpfocus.prompts import (
     CLIP_MODEL_ENV,
     SAM_ENV,
     PromptModelError,
-    SamConfig,
     SamSegmenter,
     configured_clip,
     configured_sam,

@@ -186,7 +186,7 @@ def test_negative_clicks_cut_regions_out_of_the_mask(analysed):
 
 def test_kernel_inspector_shows_the_clicked_pixels_kernel_and_highlights_an_index(analysed):
     viewer, _ = analysed
-    focus = docked(viewer, FocusWidget)
+    docked(viewer, FocusWidget)  # its focus mask layer is drawn on below
     inspector = docked(viewer, KernelInspectorWidget)
     analysis = inspector.analysis
     assert analysis is not None and len(inspector._atlas.boxes) == len(analysis.kernel_cocs)

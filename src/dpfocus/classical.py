@@ -38,7 +38,7 @@ import scipy.fft
 
 from .analysis import Analysis, register_backend
 from .io import DPPair
-from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bin_weights, bounding_box, coc_bin_centres, flatten_backdrop, grow_box, linear_to_srgb, nearest_bin, pad_dp_pair, pull_push_fill, smooth_surfaces, srgb_to_linear, trim_kernel
+from .optics import BANK_RELATIVE_STEP, BANK_STEP, DPPSF, PSFModel, bin_weights, coc_bin_centres, flatten_backdrop, grow_box, linear_to_srgb, nearest_bin, pad_dp_pair, pull_push_fill, smooth_surfaces, srgb_to_linear, trim_kernel
 
 __all__ = ["classical_backend", "estimate_disparity", "deconvolve_aif", "kernel_bank", "guided_filter"]
 
