@@ -1,33 +1,27 @@
 """The network backend at 1120x1680 RGB (DPDD size), beside the classical backend in the same run.
 
 Prints `name: value unit` lines: parameters and multiply-accumulates of one forward pass, analysis
-time and peak memory (each backend in its own child process, so peak RSS is its own), tiled against
+time and peak memory (each backend in its own child process, which reads the views from disk, so its
+peak RSS is its own and not the scene renderer's), tiled against
 whole-image inference (PSNR between them), and the classical analysis as the same-run reference.
 """
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
-import resource
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+from _common import peak_rss_mib, read_pair, write_views
 
 
-def _pair():
-    from dpfocus.io import DPPair
-    from dpfocus.scenes import SceneConfig, generate_scene
-
-    scene = generate_scene(123, SceneConfig(height=1120, width=1680, with_refocus=False))
-    return DPPair.from_arrays(scene.left, scene.right, name="bench")
-
-
-def _analyse(backend: str, queue) -> None:
+def _analyse(backend: str, views: Path, queue) -> None:
     from dpfocus.analysis import analyze
 
-    pair = _pair()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    pair = read_pair(views)
+    before = peak_rss_mib()
     t = time.perf_counter()
     if backend == "network":  # once per process (the viewer keeps it): import torch, load the weights
         from dpfocus.nn.backend import WEIGHTS_PATH, _shipped
@@ -37,13 +31,13 @@ def _analyse(backend: str, queue) -> None:
     t = time.perf_counter()
     analyze(pair, backend=backend)
     queue.put({"seconds": time.perf_counter() - t, "load_seconds": load,
-               "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mib": before})
+               "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before})
 
 
-def _in_child(backend: str) -> dict:
+def _in_child(backend: str, views: Path) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_analyse, args=(backend, queue))
+    proc = ctx.Process(target=_analyse, args=(backend, views, queue))
     proc.start()
     result = queue.get()
     proc.join()
@@ -63,13 +57,16 @@ def main() -> None:
         net(x, x)
     print(f"network_parameters: {sum(p.numel() for p in net.parameters()) / 1e6:.3f} M")
     print(f"network_gmac_1120x1680: {counter.get_total_flops() / 2e9:.1f} GMAC")
-    for backend in ("network", "classical"):
-        r = _in_child(backend)
-        print(f"{backend}_analysis_1120x1680: {r['seconds']:.2f} s")
-        if backend == "network":
-            print(f"network_import_and_load_once_per_process: {r['load_seconds']:.2f} s")
-        print(f"{backend}_analysis_peak_rss: {r['peak_rss_mib']:.0f} MiB")
-    pair = _pair()
+    with tempfile.TemporaryDirectory(prefix="bench_network_") as folder:
+        views = write_views(folder, 1120, 1680)
+        for backend in ("network", "classical"):
+            r = _in_child(backend, views)
+            print(f"{backend}_analysis_1120x1680: {r['seconds']:.2f} s")
+            if backend == "network":
+                print(f"network_import_and_load_once_per_process: {r['load_seconds']:.2f} s")
+            print(f"{backend}_analysis_peak_rss: {r['peak_rss_mib']:.0f} MiB")
+            print(f"{backend}_analysis_rss_before: {r['rss_before_mib']:.0f} MiB")
+        pair = read_pair(views)
     t = time.perf_counter()
     whole = run_network(net, pair.left, pair.right, tile=None)
     t_whole = time.perf_counter() - t

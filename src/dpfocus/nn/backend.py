@@ -31,8 +31,8 @@ OVERLAP = 96  # px each side: the network's receptive field is about this wide
 #: 1/4-resolution features, so its stride-2 samples only line up across tiles on a 64 px grid
 GRID = 64
 TOP_K = 5
-#: px: the reblur path runs on the whole image up to this size (1.5 GB peak at 1120x1680, 2.7 s);
-#: beyond it, in DEFAULT_TILE tiles, so its memory stays bounded by the tile size
+#: px: the reblur path runs on the whole image up to this size (1.1 GB peak at 1120x1680, 3.8 s;
+#: 4.2 GB at 2592x3888); beyond it, in DEFAULT_TILE tiles, so its memory stays bounded by the tile size
 REBLUR_WHOLE_MAX_PIXELS = 2_500_000
 #: px of CoC: the network's disparity is averaged over each surface (optics.smooth_surfaces) with
 #: this range scale. Tuning Spearman (24 scenes, seeds 500000+) 0.745 -> 0.797; 1.0 px gave 0.793
