@@ -168,6 +168,32 @@ def test_cli_train_tiny_config_runs_resumes_and_exports(tmp_path, capsys):
     assert main(["train", "--config", "nonexistent", "-o", str(out)]) == 2
 
 
+def test_an_interrupted_training_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from dpfocus.cli import BUILTIN_CONFIGS
+    from dpfocus.nn.train import train
+
+    cfg = TrainConfig.load(BUILTIN_CONFIGS / "tiny.json")
+    cfg.steps, cfg.checkpoint_every = 6, 1
+    train(cfg, tmp_path / "whole", log=lambda *_: None)
+    batch, calls = SceneSampler.batch, []
+
+    def interrupted_after_four_steps(self, size):
+        calls.append(size)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return batch(self, size)
+
+    monkeypatch.setattr(SceneSampler, "batch", interrupted_after_four_steps)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed", log=lambda *_: None)
+    monkeypatch.setattr(SceneSampler, "batch", batch)
+    train(cfg, tmp_path / "resumed", log=lambda *_: None)
+    whole, resumed = (torch.load(tmp_path / run / "weights.pt", weights_only=True)["state_dict"] for run in ("whole", "resumed"))
+    # the scenes rendered on the fly continue where they stopped (they restarted before: 7e-4 apart)
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     "args,config,message",
     [

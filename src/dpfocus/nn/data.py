@@ -260,6 +260,14 @@ class SceneSampler:
     def __len__(self) -> int:
         return 0 if self.data is None else len(self.data["J"])
 
+    def state(self) -> dict:
+        """What a checkpoint keeps, so a resumed run draws the crops and scenes an uninterrupted one would."""
+        return {"rng": self.rng.bit_generator.state, "next_seed": self._next_seed}
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self._next_seed = int(state["next_seed"])
+
     def _scene(self) -> dict:
         if self.real_fraction and self.rng.uniform() < self.real_fraction:
             return self.real.scene()

@@ -171,7 +171,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step = state["step"]
-        np_state = state["sampler_rng"]
+        # checkpoints before stop 22 kept only the crop generator: their on-the-fly scenes restart
+        sampler_state = state.get("sampler") or {"rng": state["sampler_rng"], "next_seed": None}
         log(f"resumed at step {step}")
     real = RealPairPool(cfg.dpdd, seed=cfg.seed) if cfg.dpdd else None
     if real is not None:
@@ -179,7 +180,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
     sampler = SceneSampler(shards, seed=cfg.seed, crop=cfg.crop, highlight_clip=cfg.highlight_clip, real=real, real_fraction=cfg.dpdd_fraction,
                            psf_variety=cfg.psf_variety)
     if step:
-        sampler.rng.bit_generator.state = np_state
+        if sampler_state["next_seed"] is None:
+            sampler.rng.bit_generator.state = sampler_state["rng"]
+        else:
+            sampler.set_state(sampler_state)
         if real is not None and state.get("real_pool"):
             real.set_state(state["real_pool"])
     new_log = not (out / "log.csv").exists() or step == 0
@@ -205,7 +209,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 tmp = ckpt.with_suffix(".tmp")
                 torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "step": step, "sampler_rng": sampler.rng.bit_generator.state,
+                            "step": step, "sampler": sampler.state(),
                             "real_pool": real.state() if real is not None else None}, tmp)
                 tmp.replace(ckpt)
     return export_weights(net, out / "weights.pt", {"steps": step, "train_config": asdict(cfg)})
