@@ -130,7 +130,14 @@ class Analysis:
     @property
     def blur_disparity(self) -> np.ndarray:
         """``blur`` in px of disparity: the depth the renderer layers each pixel at."""
-        return self.disparity if self.blur_coc is None else (self.blur_coc / np.float32(self.coc_per_disparity)).astype(np.float32)
+        return self.blur_disparity_at(...)
+
+    def blur_disparity_at(self, where) -> np.ndarray:
+        """``blur_disparity[where]``, dividing only the selected pixels (the focus target of every
+        paint stroke reads a mask's worth, not the frame)."""
+        if self.blur_coc is None:
+            return self.disparity[where]
+        return (self.blur_coc[where] / np.float32(self.coc_per_disparity)).astype(np.float32)
 
     def kernel_weights(self, y: int, x: int, top_k: int = 5) -> list[tuple[int, float]]:
         """The bank entries that make up pixel (y, x)'s kernel, as ``(index, weight)``, largest first."""

@@ -121,7 +121,7 @@ def focus_disparity(
     mask = mask > 0
     if not mask.any():
         raise FocusError("the focus mask is empty; paint or select the region to bring into focus")
-    return float(analysis.blur_disparity[focus_region(mask)].mean())
+    return float(analysis.blur_disparity_at(focus_region(mask)).mean())
 
 
 def check_controls(strength: float, tolerance: float = 0.0) -> None:
