@@ -168,13 +168,31 @@ def test_cli_train_tiny_config_runs_resumes_and_exports(tmp_path, capsys):
     assert main(["train", "--config", "nonexistent", "-o", str(out)]) == 2
 
 
-def test_an_interrupted_training_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+def _trained(cfg: TrainConfig, out) -> dict:
+    from dpfocus.nn.train import train
+
+    return torch.load(train(cfg, out, log=lambda *_: None), weights_only=True)["state_dict"]
+
+
+def test_scenes_rendered_by_worker_processes_train_the_same_weights(tmp_path):
+    from dpfocus.cli import BUILTIN_CONFIGS
+
+    cfg = TrainConfig.load(BUILTIN_CONFIGS / "tiny.json")
+    alone = _trained(cfg, tmp_path / "alone")
+    cfg.workers = 2
+    with_workers = _trained(cfg, tmp_path / "workers")
+    for name in alone:
+        torch.testing.assert_close(with_workers[name], alone[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_interrupted_training_run_resumes_to_the_same_weights(tmp_path, monkeypatch, workers):
     from dpfocus.cli import BUILTIN_CONFIGS
     from dpfocus.nn.train import train
 
     cfg = TrainConfig.load(BUILTIN_CONFIGS / "tiny.json")
-    cfg.steps, cfg.checkpoint_every = 6, 1
-    train(cfg, tmp_path / "whole", log=lambda *_: None)
+    cfg.steps, cfg.checkpoint_every, cfg.workers = 6, 1, workers
+    whole = _trained(cfg, tmp_path / "whole")
     batch, calls = SceneSampler.batch, []
 
     def interrupted_after_four_steps(self, size):
@@ -187,8 +205,7 @@ def test_an_interrupted_training_run_resumes_to_the_same_weights(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "resumed", log=lambda *_: None)
     monkeypatch.setattr(SceneSampler, "batch", batch)
-    train(cfg, tmp_path / "resumed", log=lambda *_: None)
-    whole, resumed = (torch.load(tmp_path / run / "weights.pt", weights_only=True)["state_dict"] for run in ("whole", "resumed"))
+    resumed = _trained(cfg, tmp_path / "resumed")
     # the scenes rendered on the fly continue where they stopped (they restarted before: 7e-4 apart)
     for name in whole:
         torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0)
@@ -207,6 +224,10 @@ def test_an_interrupted_training_run_resumes_to_the_same_weights(tmp_path, monke
         ([], {"psf_variety": -0.5}, "psf_variety must be a number >= 0 and <= 1"),
         (["--steps", "-3"], {}, "steps must be a whole number >= 1, got -3"),
         (["--make-shards", "0", "-5"], None, "give a FIRST scene >= 0 and a COUNT >= 1"),
+        (["--device", "tpu"], {}, 'device must be "cpu", "cuda", "cuda:N" or "auto", got \'tpu\''),
+        (["--workers", "-1"], {}, "workers must be a whole number >= 0, got -1"),
+        pytest.param(["--device", "cuda"], {}, "device 'cuda': this torch has no usable GPU",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")),
     ],
 )
 def test_cli_train_refuses_impossible_settings_before_writing_anything(tmp_path, capsys, args, config, message):

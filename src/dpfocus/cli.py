@@ -501,7 +501,7 @@ def _builtin_config_names() -> str:
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train the network (or render its training shards), resumable; see dpfocus.nn.train."""
     from .nn.data import SCENE_SIZE, make_shards
-    from .nn.train import TrainConfig, check_training_data, train
+    from .nn.train import TrainConfig, check_training_data, train, training_device
 
     if args.make_shards is not None:
         first, count = args.make_shards
@@ -531,6 +531,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.init = args.init
     if args.dpdd is not None:
         cfg.dpdd = args.dpdd
+    if args.device is not None:
+        cfg.device = args.device
+    if args.workers is not None:
+        cfg.workers = args.workers
     if args.dpdd_fraction is not None:
         if not cfg.dpdd:
             raise UsageError("--dpdd-fraction needs real pairs to mix in: add --dpdd FOLDER (or a config with \"dpdd\")")
@@ -538,6 +542,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         cfg.check()
         check_training_data(cfg)
+        training_device(cfg)
     except ValueError as exc:
         raise UsageError(f"{exc} (config {config_path}{', with --steps' if args.steps is not None else ''})") from None
     weights = train(cfg, args.output, resume=not args.restart)
@@ -664,6 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", help="folder of training shards (default: the config's; none = render on the fly)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the run folder")
     p.add_argument("--init", help="start from this weights file (fine-tune), e.g. the shipped one")
+    p.add_argument("--device", help="torch device: cpu, cuda, cuda:N, or auto (a GPU if torch has one; default: the config's, cpu)")
+    p.add_argument("--workers", type=int, help="processes rendering on-the-fly scenes ahead of the training steps "
+                   "(default: the config's, 0; the same scenes whatever the number)")
     p.add_argument("--dpdd", metavar="FOLDER", help="also train on real DP pairs with sharp targets (DPDD layout: train_l/source, "
                    "train_r/source, train_c/target; the training split only): deblur and reblur terms")
     p.add_argument("--dpdd-fraction", type=float, metavar="P", help="with --dpdd: each crop's chance of being real (default 0.5)")

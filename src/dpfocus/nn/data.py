@@ -13,6 +13,7 @@ those carry no disparity, so their crops train the deblur and reblur terms only.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,6 +236,13 @@ def _overexpose(item: dict[str, np.ndarray], gain: float) -> None:
         item[k] = linear_to_srgb(v).astype(np.float32)
 
 
+def _on_the_fly_scene(seed: int, size: tuple[int, int], psf_variety: float) -> dict:
+    """A training scene with its images as 16-bit integers, as shards hold them (module level: the
+    sampler's worker processes call it)."""
+    s = render_training_scene(seed, *size, psf_variety=psf_variety)
+    return {k: (quantise(v, 16) if k in IMAGE_KEYS else v) for k, v in s.items()}
+
+
 class SceneSampler:
     """Random crops (with flips that keep DP geometry) from shards, or from scenes rendered now.
 
@@ -244,8 +252,13 @@ class SceneSampler:
 
     def __init__(self, shards: list[Path] | None, seed: int = 0, crop: int = 128, scene_size: tuple[int, int] = SCENE_SIZE,
                  highlight_clip: float = 0.0, real: RealPairPool | None = None, real_fraction: float = 0.0,
-                 psf_variety: float = 0.0) -> None:
+                 psf_variety: float = 0.0, workers: int = 0) -> None:
         self.rng = np.random.default_rng(seed)
+        # on-the-fly scenes rendered ahead by this many processes, in seed order (the same scenes
+        # whatever the number); 0: rendered here when needed
+        self.workers = workers
+        self._pool = None
+        self._ahead: deque = deque()
         self.crop = crop
         self.highlight_clip = highlight_clip
         self.psf_variety = psf_variety  # scenes rendered on the fly
@@ -267,6 +280,31 @@ class SceneSampler:
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
         self._next_seed = int(state["next_seed"])
+        self._ahead.clear()
+
+    def close(self) -> None:
+        """Stop the rendering processes (a later scene starts them again)."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+        self._ahead.clear()
+
+    def _rendered(self) -> dict:
+        """The next on-the-fly scene."""
+        self._next_seed += 1
+        if not self.workers:
+            return _on_the_fly_scene(TRAIN_SEED_OFFSET + self._next_seed, self.scene_size, self.psf_variety)
+        if self._pool is None:
+            import multiprocessing as mp
+
+            # spawn, not fork: the training process runs torch's thread pools
+            self._pool = mp.get_context("spawn").Pool(self.workers)
+        # the queue's head is always the scene of seed _next_seed (cleared when the state is set)
+        while len(self._ahead) < 4 * self.workers:
+            seed = TRAIN_SEED_OFFSET + self._next_seed + len(self._ahead)
+            self._ahead.append(self._pool.apply_async(_on_the_fly_scene, (seed, self.scene_size, self.psf_variety)))
+        return self._ahead.popleft().get()
 
     def _scene(self) -> dict:
         if self.real_fraction and self.rng.uniform() < self.real_fraction:
@@ -274,9 +312,7 @@ class SceneSampler:
         if self.data is not None:
             i = int(self.rng.integers(len(self)))
             return {k: self.data[k][i] for k in self.data}
-        self._next_seed += 1
-        s = render_training_scene(TRAIN_SEED_OFFSET + self._next_seed, *self.scene_size, psf_variety=self.psf_variety)
-        return {k: (quantise(v, 16) if k in IMAGE_KEYS else v) for k, v in s.items()}
+        return self._rendered()
 
     def batch(self, size: int) -> Batch:
         cols: dict[str, list] = {k: [] for k in ("left", "right", "aif", "combined", "disparity", "coc", "J", "has_depth")}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ class TrainConfig:
     dpdd: str | None = None  # folder of real DP pairs with sharp targets (DPDD layout: *_l, *_r, *_c/target)
     dpdd_fraction: float = 0.5  # with `dpdd`: each crop's chance of coming from it
     psf_variety: float = 0.0  # scenes rendered on the fly: chance of a PSF shaped like a calibrated one (shards: --psf-variety)
+    device: str = "cpu"  # torch device: "cpu", "cuda", "cuda:N", or "auto" (the GPU if torch has one)
+    workers: int = 0  # processes rendering on-the-fly scenes ahead of the training step (0: in turn with it)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
@@ -68,7 +71,7 @@ class TrainConfig:
                 bound = "> 0" if positive else ">= 0"
                 raise ValueError(f"{name} must be a number {bound}{'' if at_most is None else f' and <= {at_most:g}'}, got {value!r}")
 
-        for name, least in (("steps", 1), ("batch", 1), ("seed", 0), ("checkpoint_every", 1), ("threads", 1)):
+        for name, least in (("steps", 1), ("batch", 1), ("seed", 0), ("checkpoint_every", 1), ("threads", 1), ("workers", 0)):
             whole(name, least)
         whole("crop", 32)
         if self.crop % 4:
@@ -86,6 +89,22 @@ class TrainConfig:
         for name in ("shards", "init", "dpdd"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a path or null, got {getattr(self, name)!r}")
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be \"cpu\", \"cuda\", \"cuda:N\" or \"auto\", got {self.device!r}")
+
+
+def training_device(cfg: TrainConfig) -> torch.device:
+    """The device ``cfg.device`` names, or a ValueError saying why it cannot be used here."""
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {cfg.device!r}: this torch has no usable GPU (torch {torch.__version__}, "
+                             f"CUDA build {torch.version.cuda or 'none'}); use \"cpu\", or \"auto\" to take a GPU when there is one")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {cfg.device!r}: there are {torch.cuda.device_count()} GPUs (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return device
 
 
 def _grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,13 +112,14 @@ def _grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def losses(net: DPKernelNet, batch, cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    t = {k: torch.from_numpy(getattr(batch, k)) for k in ("left", "right", "aif", "combined", "coc")}
+    device = net.J.device
+    t = {k: torch.from_numpy(getattr(batch, k)).to(device) for k in ("left", "right", "aif", "combined", "coc")}
     out = net(t["left"], t["right"])
     terms = {"deblur": F.l1_loss(out.aif, t["aif"])}
     if cfg.reblur_loss:
         terms["reblur"] = F.l1_loss(net.reblur(t["aif"], out.weights), t["combined"])
     # crops of real pairs have no known depth: the CoC and disparity terms see the synthetic ones only
-    depth = torch.from_numpy(batch.has_depth) if batch.has_depth is not None else torch.ones(len(batch.J), dtype=torch.bool)
+    depth = (torch.from_numpy(batch.has_depth) if batch.has_depth is not None else torch.ones(len(batch.J), dtype=torch.bool)).to(device)
     zero = out.coc.sum() * 0
     if depth.any():
         coc, true_coc = out.coc[depth], t["coc"][depth]
@@ -111,7 +131,7 @@ def losses(net: DPKernelNet, batch, cfg: TrainConfig) -> dict[str, torch.Tensor]
         terms["coc"] = terms["coc_grad"] = zero
     if cfg.lambda_disp:
         if depth.any():
-            disp, d = out.disparity[depth], torch.from_numpy(batch.disparity)[depth]
+            disp, d = out.disparity[depth], torch.from_numpy(batch.disparity).to(device)[depth]
             dx, dy = _grad(disp)
             ex, ey = _grad(d)
             terms["disparity"] = cfg.lambda_disp * (F.l1_loss(disp, d) + F.l1_loss(dx, ex) + F.l1_loss(dy, ey))
@@ -144,6 +164,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
     """Train (or resume) into ``out_dir``: checkpoint.pt, log.csv, config.json, weights.pt at the end."""
     cfg.check()
     shards = check_training_data(cfg)
+    device = training_device(cfg)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     if cfg.init:
@@ -153,6 +174,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
         log(f"starting from {cfg.init}")
     else:
         net = DPKernelNet(NetConfig(**cfg.net))
+    net.to(device)
+    log(f"training on {device}" + (f", {cfg.workers} processes rendering scenes" if cfg.workers and not shards else ""))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -166,7 +189,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
     step = 0
     ckpt = out / "checkpoint.pt"
     if resume and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt, map_location=device, weights_only=False)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -178,7 +201,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
     if real is not None:
         log(f"{len(real.pairs)} real pairs with sharp targets in {cfg.dpdd}; {cfg.dpdd_fraction:.0%} of the crops come from them")
     sampler = SceneSampler(shards, seed=cfg.seed, crop=cfg.crop, highlight_clip=cfg.highlight_clip, real=real, real_fraction=cfg.dpdd_fraction,
-                           psf_variety=cfg.psf_variety)
+                           psf_variety=cfg.psf_variety, workers=cfg.workers)
     if step:
         if sampler_state["next_seed"] is None:
             sampler.rng.bit_generator.state = sampler_state["rng"]
@@ -192,26 +215,29 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
         if new_log:
             writer.writerow(["step", "total", "deblur", "reblur", "coc", "coc_grad", "disparity", "lr", "seconds"])
         t0 = time.perf_counter()
-        while step < cfg.steps:
-            net.train()
-            terms = losses(net, sampler.batch(cfg.batch), cfg)
-            opt.zero_grad()
-            terms["total"].backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-            writer.writerow([step] + [f"{float(terms[k].detach()) if k in terms else 0.0:.5f}" for k in ("total", "deblur", "reblur", "coc", "coc_grad", "disparity")]
-                            + [f"{sched.get_last_lr()[0]:.2e}", f"{time.perf_counter() - t0:.1f}"])
-            if step % 10 == 0:
-                fh.flush()
-                log(f"step {step}/{cfg.steps}: " + ", ".join(f"{k} {float(v.detach()):.4f}" for k, v in terms.items()))
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                tmp = ckpt.with_suffix(".tmp")
-                torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "step": step, "sampler": sampler.state(),
-                            "real_pool": real.state() if real is not None else None}, tmp)
-                tmp.replace(ckpt)
+        try:
+            while step < cfg.steps:
+                net.train()
+                terms = losses(net, sampler.batch(cfg.batch), cfg)
+                opt.zero_grad()
+                terms["total"].backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                step += 1
+                writer.writerow([step] + [f"{float(terms[k].detach()) if k in terms else 0.0:.5f}" for k in ("total", "deblur", "reblur", "coc", "coc_grad", "disparity")]
+                                + [f"{sched.get_last_lr()[0]:.2e}", f"{time.perf_counter() - t0:.1f}"])
+                if step % 10 == 0:
+                    fh.flush()
+                    log(f"step {step}/{cfg.steps}: " + ", ".join(f"{k} {float(v.detach()):.4f}" for k, v in terms.items()))
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    tmp = ckpt.with_suffix(".tmp")
+                    torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                "step": step, "sampler": sampler.state(),
+                                "real_pool": real.state() if real is not None else None}, tmp)
+                    tmp.replace(ckpt)
+        finally:
+            sampler.close()
     return export_weights(net, out / "weights.pt", {"steps": step, "train_config": asdict(cfg)})
 
 
@@ -219,7 +245,7 @@ def export_weights(net: DPKernelNet, path: str | Path, info: dict | None = None)
     """The shipped file: tensors and plain values only, so ``torch.load(weights_only=True)`` reads it."""
     path = Path(path)
     payload = {"format": WEIGHTS_FORMAT, "version": 1, "config": net.config.to_dict(),
-               "state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()}, "info": json.dumps(info or {})}
+               "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}, "info": json.dumps(info or {})}
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
