@@ -131,12 +131,14 @@ def _tile_tensors(lt: np.ndarray, rt: np.ndarray, box: tuple[slice, slice]) -> t
 
 
 def run_network(net: DPKernelNet, left: np.ndarray, right: np.ndarray, tile: int | None = DEFAULT_TILE, progress=None,
-                disparity_only: bool = False) -> dict[str, np.ndarray]:
+                disparity_only: bool = False, stages: list | None = None) -> dict[str, np.ndarray]:
     """Whole-image or tiled inference on H x W x 3 float32 views; maps at full resolution.
 
     Returns aif (H x W x 3), disparity, confidence (H x W), weights (K x H/4 x W/4 as computed,
     resampled to full res on demand) blended across tiles with smooth ramps. ``disparity_only``:
-    the matching half of the network alone, and only disparity and confidence.
+    the matching half of the network alone, and only disparity and confidence; ``stages``, a list,
+    then receives each tile's ``disparity_stage`` outputs in ``_tile_plan`` order, for a second
+    pass over the same tiles to reuse.
     """
     h, w = left.shape[:2]
     lt, rt = _padded_views(left, right)
@@ -152,7 +154,10 @@ def run_network(net: DPKernelNet, left: np.ndarray, right: np.ndarray, tile: int
         for done, (sl, wt) in enumerate(zip(boxes, blends), 1):
             views = _tile_tensors(lt, rt, sl)
             if disparity_only:
-                disp4, confidence, _ = net.disparity_stage(*views)
+                stage = net.disparity_stage(*views)
+                if stages is not None:
+                    stages.append(stage)
+                disp4, confidence, _ = stage
                 disparity = upsample_disparity(disp4)
             else:
                 out = net(*views)
@@ -302,11 +307,14 @@ def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0
             d_trg = float(out.disparity[0, 0].numpy()[:h, :w][region].mean())
             img = reblurred(out)
         else:
-            d_trg = float(run_network(net, left, right, tile, disparity_only=True)["disparity"][region].mean())
+            # the first pass keeps each tile's matching half (its 1/4-res maps: 165 MB at 2592x3888)
+            # for the second, which then runs only the restoration
+            stages: list = []
+            d_trg = float(run_network(net, left, right, tile, disparity_only=True, stages=stages)["disparity"][region].mean())
             img = np.zeros(lt.shape[:2] + (3,), np.float32)
             norm = np.zeros(lt.shape[:2], np.float32)
-            for sl, wt in zip(boxes, blends):
-                img[sl] += reblurred(net(*_tile_tensors(lt, rt, sl))) * wt[..., None]
+            for sl, wt, stage in zip(boxes, blends, stages, strict=True):
+                img[sl] += reblurred(net.restoration_stage(*_tile_tensors(lt, rt, sl), *stage)) * wt[..., None]
                 norm[sl] += wt
             img /= norm[..., None]
     img = np.clip(img[:h, :w], 0, 1)

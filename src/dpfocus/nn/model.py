@@ -262,7 +262,8 @@ class DPKernelNet(nn.Module):
 
     def disparity_stage(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The matching half of ``forward``: ``(disp4, confidence, f_g)`` at 1/4 res, disparity in
-        full-res px. Half the network's work; callers that need only the disparity stop here."""
+        full-res px. About three quarters of a forward pass's time on a CPU (the correlation volumes);
+        callers that need only the disparity stop here."""
         c = self.config
         fl, fr = self.match(left), self.match(right)  # 1/2 res
         learned = F.avg_pool2d(self._cost_volume(F.normalize(fl, dim=1), F.normalize(fr, dim=1)), 2)  # 1/4 res
@@ -279,7 +280,11 @@ class DPKernelNet(nn.Module):
         return disp4, confidence, f_g
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> NetOutput:
-        disp4, confidence, f_g = self.disparity_stage(left, right)
+        return self.restoration_stage(left, right, *self.disparity_stage(left, right))
+
+    def restoration_stage(self, left: torch.Tensor, right: torch.Tensor, disp4: torch.Tensor, confidence: torch.Tensor,
+                          f_g: torch.Tensor) -> NetOutput:
+        """The rest of ``forward``, given ``disparity_stage``'s outputs for the same views."""
         f_d = 2 * torch.tanh(_pixel_norm(f_g) / self.config.rho) - 1
         coc4 = self.J * disp4
         weights = self.retrieve(coc4, f_d, f_g)
