@@ -1,7 +1,7 @@
 """The network's own refocus (its reblur path) on whole images and in tiles, in one run.
 
 Prints `name: value unit` lines: seconds and peak memory of `network_refocus` at 1120x1680 whole
-and in 768 px tiles, and at 2592x3888 tiled (past `REBLUR_WHOLE_MAX_PIXELS`, the default there) and whole, each
+and in 768 px tiles, and at 2592x3888 tiled (past `WHOLE_MAX_PIXELS`, the default there) and whole, each
 in its own child process that reads the views from disk (the parent renders the scenes), so its peak
 RSS is the refocus's own plus torch and the views; and the PSNR between the tiled and whole
 1120x1680 images.

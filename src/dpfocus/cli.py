@@ -600,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--white-level", type=float, help="raw white level (single-channel 16-bit data)")
         if analysis:
             p.add_argument("--backend", default="classical", help="analysis backend (default: classical)")
-            p.add_argument("--tile", type=int, default=None, help="tile size (px) for backends that tile (network; default 768, at least 256)")
+            p.add_argument("--tile", type=int, default=None, help="tile size (px) for backends that tile (network; default: the whole image up to 2.5 MP, 768 px tiles beyond; at least 256)")
 
     p = sub.add_parser("info", help="validate a DP pair and print what was found")
     pair_args(p, analysis=False)

@@ -256,7 +256,7 @@ class AnalysisWidget(QWidget):
         tiles = backend_tiles(backend)
         self.tile.setEnabled(tiles)
         self.tile.setToolTip(
-            "Tile size (px) for the network backend; the default is 768 px tiles"
+            "Tile size (px) for the network backend; by default the whole image up to 2.5 MP, 768 px tiles beyond"
             if tiles
             else f"The {backend} backend works on the whole image: no tiles to size"
         )

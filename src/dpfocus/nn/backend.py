@@ -31,9 +31,15 @@ OVERLAP = 96  # px each side: the network's receptive field is about this wide
 #: 1/4-resolution features, so its stride-2 samples only line up across tiles on a 64 px grid
 GRID = 64
 TOP_K = 5
-#: px: the reblur path runs on the whole image up to this size (1.1 GB peak at 1120x1680, 3.8 s;
-#: 4.2 GB at 2592x3888); beyond it, in DEFAULT_TILE tiles, so its memory stays bounded by the tile size
-REBLUR_WHOLE_MAX_PIXELS = 2_500_000
+#: px: the analysis and the reblur path run on the whole image up to this size (1120x1680: analysis
+#: 3.1 s and 1.1 GB peak against 3.5-3.9 s and 0.8 GB in tiles; the reblur path 1.1 GB whole, 4.2 GB
+#: at 2592x3888); beyond it, in DEFAULT_TILE tiles, so memory stays bounded by the tile size
+WHOLE_MAX_PIXELS = 2_500_000
+
+
+def default_tile(h: int, w: int) -> int | None:
+    """The tile size used when none is given: None (the whole image) up to ``WHOLE_MAX_PIXELS``."""
+    return None if h * w <= WHOLE_MAX_PIXELS else DEFAULT_TILE
 #: px of CoC: the network's disparity is averaged over each surface (optics.smooth_surfaces) with
 #: this range scale. Tuning Spearman (24 scenes, seeds 500000+) 0.745 -> 0.797; 1.0 px gave 0.793
 #: and 1.5 px 0.780 (0.5 px: 0.840 against 0.848 on the first 12). A second pass, as the classical
@@ -210,12 +216,14 @@ def _rgb(img: np.ndarray) -> np.ndarray:
 def network_backend(pair: DPPair, progress=None, tile: int | None = None, weights: str | Path | None = None, **_ignored) -> Analysis:
     """Analyse a pair with the shipped network (see the module docstring)."""
     if tile is not None and not (isinstance(tile, (int, np.integer)) and tile > 0):
-        raise BackendError(f"tile must be a positive number of px (got {tile}); leave it out for {DEFAULT_TILE} px tiles")
+        raise BackendError(f"tile must be a positive number of px (got {tile}); leave it out for the default "
+                           f"(the whole image up to {WHOLE_MAX_PIXELS / 1e6:g} MP, {DEFAULT_TILE} px tiles beyond)")
     t0 = time.perf_counter()
     net = _shipped(str(weights or WEIGHTS_PATH))
     if progress is not None:
         progress(0.02, "network: loading")
-    out = run_network(net, _rgb(pair.left).astype(np.float32), _rgb(pair.right).astype(np.float32), tile or DEFAULT_TILE, progress)
+    tile = tile or default_tile(*pair.shape[:2])
+    out = run_network(net, _rgb(pair.left).astype(np.float32), _rgb(pair.right).astype(np.float32), tile, progress)
     t1 = time.perf_counter()
     order, cocs, bank_l, bank_r = image_space_bank(net)
     h, w = pair.shape[:2]
@@ -250,7 +258,7 @@ def network_backend(pair: DPPair, progress=None, tile: int | None = None, weight
         backend="network",
         # refocusing blurs pixels with the physical DP PSF, not the learned (feature-space) entries
         meta={"render_psf": render_psf_spec(DPPSF()),
-              "timings": {"network_s": t1 - t0, "bank_s": t2 - t1, "surfaces_s": t3 - t2}, "tile": tile or DEFAULT_TILE,
+              "timings": {"network_s": t1 - t0, "bank_s": t2 - t1, "surfaces_s": t3 - t2}, "tile": tile,
               "backdrop_plane": None if plane is None else plane.summary(),
               "weights": str(weights or WEIGHTS_PATH), "training": getattr(net, "info", {})},
         kernel_weights_topk=(top.transpose(1, 2, 0).astype(np.int16), top_w.transpose(1, 2, 0).astype(np.float32)),
@@ -283,7 +291,7 @@ def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0
     CoC ``C' = strength J (d - d_trg)`` picks target kernels from the learned set
     (``DPKernelNet.refocus_weights``), and the same kernels reblur the network's all-in-focus image.
     It needs a region and keeps no sharp band: ``tolerance`` must be 0. Images up to
-    ``REBLUR_WHOLE_MAX_PIXELS`` run whole; larger ones (or any, given ``tile``) in blended tiles,
+    ``WHOLE_MAX_PIXELS`` run whole; larger ones (or any, given ``tile``) in blended tiles,
     in two passes: the tiled disparity sets ``d_trg`` first.
     """
     from ..refocus import focus_region
@@ -294,7 +302,7 @@ def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0
     left, right = _rgb(pair.left).astype(np.float32), _rgb(pair.right).astype(np.float32)
     h, w = left.shape[:2]
     if tile is None:
-        tile = None if h * w <= REBLUR_WHOLE_MAX_PIXELS else DEFAULT_TILE
+        tile = default_tile(h, w)
     lt, rt = _padded_views(left, right)
     boxes, blends = _tile_plan(*lt.shape[:2], tile)
 
