@@ -52,10 +52,22 @@ def _save_side_by_side(viewer, names: tuple[str, str], path: Path) -> None:
     viewer.close()
 
 
+def _click_farthest_object(viewer, sample: str) -> tuple[np.ndarray, np.ndarray]:
+    """A focus-point click at the middle of the sample's farthest object (of over 4000 visible px);
+    returns that object's pixel rows and columns."""
+    from dpfocus.samples import load_ground_truth
+
+    gt = load_ground_truth(sample)
+    objects = [o for o in gt["scene"]["objects"] if o["visible_pixels"] > 4000]
+    target = max(objects, key=lambda o: o["coc"])
+    ys, xs = np.nonzero(gt["labels"] == target["label"])
+    viewer.layers[f"{sample} focus points"].add([[float(np.median(ys)), float(np.median(xs))]])
+    return ys, xs
+
+
 def main(out: Path) -> None:
     from dpfocus.napari._inspector import KernelInspectorWidget
     from dpfocus.napari._widgets import FocusWidget
-    from dpfocus.samples import load_ground_truth
 
     out.mkdir(parents=True, exist_ok=True)
     viewer, analysis_dock = _window_with_sample("garden")
@@ -72,11 +84,7 @@ def main(out: Path) -> None:
 
     # 2. the focus dock: a click on the farthest object, then the refocused image
     viewer.window.add_dock_widget(focus_dock, name="DP focus", area="right")
-    gt = load_ground_truth("garden")
-    objects = [o for o in gt["scene"]["objects"] if o["visible_pixels"] > 4000]
-    target = max(objects, key=lambda o: o["coc"])
-    ys, xs = np.nonzero(gt["labels"] == target["label"])
-    viewer.layers["garden focus points"].add([[float(np.median(ys)), float(np.median(xs))]])
+    ys, xs = _click_farthest_object(viewer, "garden")
     focus_dock.strength.setValue(1.5)
     focus_dock.render_full_now()
     for layer in viewer.layers:
@@ -131,18 +139,13 @@ def reblur_shot(out: Path) -> None:
     """The focus dock's two full renders of one click on the garden sample, in grid view: the
     layered renderer (kept as a copy) beside the network's reblur path."""
     from dpfocus.napari._widgets import NETWORK_REBLUR, FocusWidget
-    from dpfocus.samples import load_ground_truth
 
     viewer, dock = _window_with_sample("garden")
     dock.backend.setCurrentText("network")
     dock.run(blocking=True)
     focus = FocusWidget(viewer)
     viewer.window.add_dock_widget(focus, name="DP focus", area="right")
-    gt = load_ground_truth("garden")
-    objects = [o for o in gt["scene"]["objects"] if o["visible_pixels"] > 4000]
-    target = max(objects, key=lambda o: o["coc"])
-    ys, xs = np.nonzero(gt["labels"] == target["label"])
-    viewer.layers["garden focus points"].add([[float(np.median(ys)), float(np.median(xs))]])
+    _click_farthest_object(viewer, "garden")
     layered = focus.render_full_now()
     viewer.add_image(layered, name="garden refocused (layered renderer)", rgb=True)
     focus.full_backend.setCurrentText(NETWORK_REBLUR)
