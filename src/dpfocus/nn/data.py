@@ -278,8 +278,11 @@ class SceneSampler:
         return {"rng": self.rng.bit_generator.state, "next_seed": self._next_seed}
 
     def set_state(self, state: dict) -> None:
+        """Back to a :meth:`state`; one without ``next_seed`` (checkpoints before stop 22 kept only
+        the crop generator) leaves the on-the-fly scenes where they are."""
         self.rng.bit_generator.state = state["rng"]
-        self._next_seed = int(state["next_seed"])
+        if state.get("next_seed") is not None:
+            self._next_seed = int(state["next_seed"])
         self._ahead.clear()
 
     def close(self) -> None:

@@ -194,8 +194,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step = state["step"]
-        # checkpoints before stop 22 kept only the crop generator: their on-the-fly scenes restart
-        sampler_state = state.get("sampler") or {"rng": state["sampler_rng"], "next_seed": None}
+        sampler_state = state.get("sampler") or {"rng": state["sampler_rng"]}  # older checkpoints: the crop generator alone
         log(f"resumed at step {step}")
     real = RealPairPool(cfg.dpdd, seed=cfg.seed) if cfg.dpdd else None
     if real is not None:
@@ -203,10 +202,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
     sampler = SceneSampler(shards, seed=cfg.seed, crop=cfg.crop, highlight_clip=cfg.highlight_clip, real=real, real_fraction=cfg.dpdd_fraction,
                            psf_variety=cfg.psf_variety, workers=cfg.workers)
     if step:
-        if sampler_state["next_seed"] is None:
-            sampler.rng.bit_generator.state = sampler_state["rng"]
-        else:
-            sampler.set_state(sampler_state)
+        sampler.set_state(sampler_state)
         if real is not None and state.get("real_pool"):
             real.set_state(state["real_pool"])
     new_log = not (out / "log.csv").exists() or step == 0
