@@ -145,13 +145,19 @@ def run_network(net: DPKernelNet, left: np.ndarray, right: np.ndarray, tile: int
     Returns aif (H x W x 3), disparity, confidence (H x W), weights (K x H/4 x W/4 as computed,
     resampled to full res on demand) blended across tiles with smooth ramps. ``disparity_only``:
     the matching half of the network alone, and only disparity and confidence; ``stages``, a list,
-    then receives each tile's ``disparity_stage`` outputs in ``_tile_plan`` order, for a second
-    pass over the same tiles to reuse.
+    then receives each tile's ``disparity_stage`` outputs in tile order.
     """
-    h, w = left.shape[:2]
     lt, rt = _padded_views(left, right)
+    boxes, blends = _tile_plan(*lt.shape[:2], tile)
+    return _run_tiles(net, lt, rt, boxes, blends, left.shape[:2], progress, disparity_only, stages)
+
+
+def _run_tiles(net: DPKernelNet, lt: np.ndarray, rt: np.ndarray, boxes: list, blends: list, size: tuple[int, int], progress=None,
+               disparity_only: bool = False, stages: list | None = None) -> dict[str, np.ndarray]:
+    """:func:`run_network` on views already padded to the grid and a tile plan for them; maps
+    cropped to ``size``."""
+    h, w = size
     H, W = lt.shape[:2]
-    boxes, blends = _tile_plan(H, W, tile)
     k = net.config.n_kernels
     acc = {"disparity": np.zeros((H, W), np.float32), "confidence": np.zeros((H, W), np.float32)}
     if not disparity_only:
@@ -320,7 +326,7 @@ def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0
             # the first pass keeps each tile's matching half (its 1/4-res maps: 165 MB at 2592x3888)
             # for the second, which then runs only the restoration
             stages: list = []
-            d_trg = float(run_network(net, left, right, tile, disparity_only=True, stages=stages)["disparity"][region].mean())
+            d_trg = float(_run_tiles(net, lt, rt, boxes, blends, (h, w), disparity_only=True, stages=stages)["disparity"][region].mean())
             img = np.zeros(lt.shape[:2] + (3,), np.float32)
             norm = np.zeros(lt.shape[:2], np.float32)
             for sl, wt, stage in zip(boxes, blends, stages, strict=True):
