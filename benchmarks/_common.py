@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import resource
 from pathlib import Path
 
@@ -18,6 +19,18 @@ def write_views(folder: str | Path, height: int, width: int, seed: int = 123) ->
         scene = generate_scene(seed, SceneConfig(height=height, width=width, with_refocus=False))
         np.savez(path, left=scene.left, right=scene.right)
     return path
+
+
+def in_child(target, *args) -> dict:
+    """``target(*args, queue)`` in a fresh (spawned) process; what it puts on the queue. Its peak
+    memory is then its own (see :func:`peak_rss_mib`)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
 
 
 def read_pair(path: str | Path):

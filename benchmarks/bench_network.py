@@ -8,13 +8,12 @@ whole-image inference (PSNR between them), and the classical analysis as the sam
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import peak_rss_mib, read_pair, write_views
+from _common import in_child, peak_rss_mib, read_pair, write_views
 
 
 def _analyse(backend: str, views: Path, queue) -> None:
@@ -34,16 +33,6 @@ def _analyse(backend: str, views: Path, queue) -> None:
                "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before})
 
 
-def _in_child(backend: str, views: Path) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_analyse, args=(backend, views, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def main() -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -60,7 +49,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_network_") as folder:
         views = write_views(folder, 1120, 1680)
         for backend in ("network", "classical"):
-            r = _in_child(backend, views)
+            r = in_child(_analyse, backend, views)
             print(f"{backend}_analysis_1120x1680: {r['seconds']:.2f} s")
             if backend == "network":
                 print(f"network_import_and_load_once_per_process: {r['load_seconds']:.2f} s")

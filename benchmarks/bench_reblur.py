@@ -9,13 +9,12 @@ RSS is the refocus's own plus torch and the views; and the PSNR between the tile
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import peak_rss_mib, read_pair, write_views
+from _common import in_child, peak_rss_mib, read_pair, write_views
 
 # tile: px, or None for network_refocus's own choice (a tile as large as the image runs it whole)
 CASES = (("1120x1680_whole", 1120, 1680, 1680), ("1120x1680_tiled", 1120, 1680, 768), ("2592x3888_tiled", 2592, 3888, None),
@@ -40,15 +39,10 @@ def _refocus(views: Path, tile: int | None, queue) -> None:
 def main() -> None:
     from dpfocus.evaluate import psnr
 
-    ctx = mp.get_context("spawn")
     images = {}
     with tempfile.TemporaryDirectory(prefix="bench_reblur_") as folder:
         for name, height, width, tile in CASES:
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_refocus, args=(write_views(folder, height, width), tile, queue))
-            proc.start()
-            r = queue.get()
-            proc.join()
+            r = in_child(_refocus, write_views(folder, height, width), tile)
             print(f"network_reblur_{name}: {r['seconds']:.2f} s")
             print(f"network_reblur_{name}_peak_rss: {r['peak_rss_mib']:.0f} MiB")
             print(f"network_reblur_{name}_rss_before: {r['rss_before_mib']:.0f} MiB")
