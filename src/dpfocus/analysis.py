@@ -239,7 +239,7 @@ def analyze(pair: DPPair, backend: str = "classical", **options) -> Analysis:
     t0 = time.perf_counter()
     result = _BACKENDS[backend](pair, **options)
     if result.photo is None:
-        result.photo = (pair.combined if pair.combined is not None else (pair.left + pair.right) / 2).astype(np.float32)
+        result.photo = pair.photo.astype(np.float32)
     result.meta.setdefault("timings", {})["total_s"] = time.perf_counter() - t0
     result.meta.update(
         {

@@ -139,7 +139,7 @@ def _dpdd_rows(backend: str, folder: str | Path) -> list[dict]:
             continue
         t = time.perf_counter()
         analysis = analyze(pair, backend=backend)
-        combined = pair.combined if pair.combined is not None else (pair.left + pair.right) / 2
+        combined = pair.photo
         rows.append(
             {
                 "pair": name,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..analysis import Analysis, BackendError, register_backend, render_psf_spec
-from ..io import DPPair
+from ..io import DPPair, views_photo
 from ..optics import DPPSF, flatten_backdrop, foreground_spill, pad_dp_pair, smooth_surfaces
 from . import WEIGHTS_PATH
 from .model import DPKernelNet, NetConfig, upsample_disparity
@@ -221,6 +221,15 @@ def _rgb(img: np.ndarray) -> np.ndarray:
     return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
 
 
+def network_cocs(disparity: np.ndarray, confidence: np.ndarray, J: float) -> tuple[np.ndarray, np.ndarray]:
+    """The CoC map of the network's disparity (surfaces smoothed where the confidence is low), and
+    the blur map: the CoC the photo shows, a blurred foreground's spill over its surroundings
+    included (the map has the true depth edges; refocus PSNR with the spill on tuning scenes
+    500000-500011 / 500012-500023 / 700000-700011: 31.73 / 35.03 / 33.42 -> 32.29 / 35.66 / 33.90 dB)."""
+    coc = smooth_surfaces(J * disparity, confidence, SURFACE_SMOOTH_RANGE)
+    return coc, foreground_spill(coc)
+
+
 def network_backend(pair: DPPair, progress=None, tile: int | None = None, weights: str | Path | None = None, **_ignored) -> Analysis:
     """Analyse a pair with the shipped network (see the module docstring)."""
     if tile is not None and not (isinstance(tile, (int, np.integer)) and tile > 0):
@@ -245,12 +254,8 @@ def network_backend(pair: DPPair, progress=None, tile: int | None = None, weight
     J = float(net.J.detach())
     confidence = np.clip(out["confidence"], 0, 1).astype(np.float32)
     t2 = time.perf_counter()
-    coc = smooth_surfaces(J * out["disparity"], confidence, SURFACE_SMOOTH_RANGE)
+    coc, blur = network_cocs(out["disparity"], confidence, J)
     photo = (pair.left.astype(np.float32) + pair.right.astype(np.float32)) / 2
-    # the map has the true depth edges; the renderer needs the blur the photo shows, a blurred
-    # foreground's spill over its surroundings included (refocus PSNR on tuning scenes 500000-500011
-    # / 500012-500023 / 700000-700011: 31.73 / 35.03 / 33.42 -> 32.29 / 35.66 / 33.90 dB)
-    blur = foreground_spill(coc)
     coc, plane = flatten_backdrop(coc, coc, confidence, photo, keep=BACKDROP_KEEP, colour_reach=0)
     t3 = time.perf_counter()
     analysis = Analysis(
@@ -295,46 +300,73 @@ def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0
                     tolerance: float = 0.0, tile: int | None = None) -> tuple[float, np.ndarray]:
     """The network's own full-quality refocus (its reblur path): ``(d_trg, image)``.
 
-    The network's disparity is shifted by ``d_trg``, its mean over the mask's interior; the target
-    CoC ``C' = strength J (d - d_trg)`` picks target kernels from the learned set
-    (``DPKernelNet.refocus_weights``), and the same kernels reblur the network's all-in-focus image.
+    The network's matching half gives the blur map the photo shows (:func:`network_cocs`, as in
+    its analysis); ``d_trg`` is its mean over the mask's interior, so the layered renderer on the
+    network's analysis focuses at the same depth. The target CoC ``C' = strength (C - J d_trg)``
+    picks target kernels from the learned set (``DPKernelNet.target_weights``). Where the target
+    needs at least the captured blur ``C`` (within ``PHOTO_SLACK``), the same kernels reblur the
+    captured photo by the difference ``sqrt(C'^2 - C^2)`` (defocus magnification: no deblurring
+    error there); elsewhere they reblur the network's all-in-focus image by ``C'``.
     It needs a region and keeps no sharp band: ``tolerance`` must be 0. Images up to
-    ``WHOLE_MAX_PIXELS`` run whole; larger ones (or any, given ``tile``) in blended tiles,
-    in two passes: the tiled disparity sets ``d_trg`` first.
+    ``WHOLE_MAX_PIXELS`` run whole; larger ones (or any, given ``tile``) in blended tiles. Either
+    way in two passes: the matching half first (its maps set ``d_trg``; each tile's 1/4-res
+    outputs, 165 MB at 2592x3888, are kept), then the restoration and the reblur.
     """
-    from ..refocus import focus_region
+    from ..refocus import PHOTO_SLACK, focus_region
 
     check_network_refocus(pair, mask, strength, tolerance)
     net = _shipped(str(weights or WEIGHTS_PATH))
     region = focus_region(np.asarray(mask) > 0)
     left, right = _rgb(pair.left).astype(np.float32), _rgb(pair.right).astype(np.float32)
+    # from the views alone, not pair.combined, which only some ways of loading a pair carry: an
+    # export's record must re-render the same image (on the benchmark 33.30 dB with the encoded
+    # values' mean, 33.72 dB with this or with the rendered photo)
+    photo = _rgb(views_photo(pair.left, pair.right))
     h, w = left.shape[:2]
     if tile is None:
         tile = default_tile(h, w)
     lt, rt = _padded_views(left, right)
-    boxes, blends = _tile_plan(*lt.shape[:2], tile)
-
-    def reblurred(out) -> np.ndarray:
-        return net.reblur(out.aif.clamp(0, 1), net.refocus_weights(out, d_trg, strength))[0].numpy().transpose(1, 2, 0)
-
+    H, W = lt.shape[:2]
+    boxes, blends = _tile_plan(H, W, tile)
+    J = float(net.J.detach())
     with torch.no_grad():
-        if len(boxes) == 1:
-            out = net(*_tile_tensors(lt, rt, boxes[0]))
-            d_trg = float(out.disparity[0, 0].numpy()[:h, :w][region].mean())
-            img = reblurred(out)
-        else:
-            # the first pass keeps each tile's matching half (its 1/4-res maps: 165 MB at 2592x3888)
-            # for the second, which then runs only the restoration
-            stages: list = []
-            d_trg = float(_run_tiles(net, lt, rt, boxes, blends, (h, w), disparity_only=True, stages=stages)["disparity"][region].mean())
-            img = np.zeros(lt.shape[:2] + (3,), np.float32)
-            norm = np.zeros(lt.shape[:2], np.float32)
-            for sl, wt, stage in zip(boxes, blends, stages, strict=True):
-                img[sl] += reblurred(net.restoration_stage(*_tile_tensors(lt, rt, sl), *stage)) * wt[..., None]
-                norm[sl] += wt
-            img /= norm[..., None]
+        stages: list = []
+        first = _run_tiles(net, lt, rt, boxes, blends, (h, w), disparity_only=True, stages=stages)
+        _, captured = network_cocs(first["disparity"], np.clip(first["confidence"], 0, 1), J)
+        d_trg = float(captured[region].mean()) / J
+        wanted = (strength * (captured - np.float32(J * d_trg))).astype(np.float32)
+        from_photo = np.abs(wanted) >= np.abs(captured) - PHOTO_SLACK
+        extra = np.sqrt(np.maximum(wanted * wanted - captured * captured, 0)).astype(np.float32)
+        wanted4, extra4 = _quarter_on_grid(wanted, (H, W)), _quarter_on_grid(extra, (H, W))
+        from_photo = np.pad(from_photo, ((0, H - h), (0, W - w)), mode="edge")
+        photo = np.pad(photo, ((0, H - h), (0, W - w), (0, 0)), mode="edge")
+        img = np.zeros((H, W, 3), np.float32)
+        norm = np.zeros((H, W), np.float32)
+        for sl, wt, stage in zip(boxes, blends, stages, strict=True):
+            sl4 = (slice(sl[0].start // 4, sl[0].stop // 4), slice(sl[1].start // 4, sl[1].stop // 4))
+            use_photo = from_photo[sl]
+            tile_img = np.zeros(use_photo.shape + (3,), np.float32)
+            if not use_photo.all():
+                out = net.restoration_stage(*_tile_tensors(lt, rt, sl), *stage)
+                tile_img = net.reblur(out.aif.clamp(0, 1), net.target_weights(wanted4[None, None, sl4[0], sl4[1]]))[0].numpy().transpose(1, 2, 0)
+            if use_photo.any():
+                sharp = torch.from_numpy(np.ascontiguousarray(photo[sl].transpose(2, 0, 1)))[None]
+                magnified = net.reblur(sharp, net.target_weights(extra4[None, None, sl4[0], sl4[1]]))[0].numpy().transpose(1, 2, 0)
+                tile_img = np.where(use_photo[..., None], magnified, tile_img)
+            img[sl] += tile_img * wt[..., None]
+            norm[sl] += wt
+        img /= norm[..., None]
     img = np.clip(img[:h, :w], 0, 1)
     return d_trg, (img.mean(axis=2) if pair.left.ndim == 2 else img)
+
+
+def _quarter_on_grid(full: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """An H x W map edge-padded to the padded grid ``size`` and area-averaged to its 1/4-res grid."""
+    import cv2
+
+    H, W = size
+    padded = np.pad(full, ((0, H - full.shape[0]), (0, W - full.shape[1])), mode="edge")
+    return torch.from_numpy(cv2.resize(padded, (W // 4, H // 4), interpolation=cv2.INTER_AREA))
 
 if WEIGHTS_PATH.is_file():
     register_backend("network", tiles=True)(network_backend)

@@ -171,7 +171,7 @@ class RealPairPool:
             left, right, _ = self.pairs[index]
             pair = load_pair(left, right)  # DPPairError names an unreadable file
             images = {"left": pair.left, "right": pair.right, "aif": pair.target,
-                      "combined": pair.combined if pair.combined is not None else (pair.left + pair.right) / 2}
+                      "combined": pair.photo}
             self._cache[index] = {k: quantise(_rgb(v), 16) for k, v in images.items()}
         return self._cache[index]
 

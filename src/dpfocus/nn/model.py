@@ -320,11 +320,9 @@ class DPKernelNet(nn.Module):
         blurred = self._apply_bank(feat, k, weights)
         return self._decode(self.post(blurred), e2, _blur_image(sharp, k, weights, self.kernel_cocs()))
 
-    def refocus_weights(self, out: NetOutput, d_trg: float, strength: float = 1.0) -> torch.Tensor:
-        """Target-kernel weights for focus at ``d_trg``: each entry by the distance of its CoC from
-        ``C' = strength J (d - d_trg)`` (a Gaussian of ``REFOCUS_SIGMA``), the disparity shifted by
-        ``d_trg``, its mean over the target."""
-        coc4 = strength * self.J * (out.feats["disp4"] - d_trg)
+    def target_weights(self, coc4: torch.Tensor) -> torch.Tensor:
+        """Target-kernel weights for a wanted signed CoC map (N x 1 x H/4 x W/4, full-res px): each
+        entry by the distance of its CoC from the wanted one (a Gaussian of ``REFOCUS_SIGMA``)."""
         centres = self.kernel_cocs().view(1, -1, 1, 1)
         return torch.softmax(-((coc4 - centres) ** 2) / (2 * REFOCUS_SIGMA**2), dim=1)
 
