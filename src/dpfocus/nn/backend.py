@@ -35,6 +35,11 @@ TOP_K = 5
 #: 3.1 s and 1.1 GB peak against 3.5-3.9 s and 0.8 GB in tiles; the reblur path 1.1 GB whole, 4.2 GB
 #: at 2592x3888); beyond it, in DEFAULT_TILE tiles, so memory stays bounded by the tile size
 WHOLE_MAX_PIXELS = 2_500_000
+#: px of extra CoC over which the reblur path fades from the captured photo itself (none) to the
+#: photo reblurred by its kernels: that reblur alone gives the photo back to 39 dB, softened.
+#: Tuning scenes 500000-500011 / 700000-700011: 32.15 / 33.81 -> 32.35 / 33.89 dB (2 px 32.40 /
+#: 33.84, 4 px 32.39 / 33.78; a step at 1 px 32.37 / 33.78)
+PHOTO_EXACT_RAMP = 1.0
 
 
 def default_tile(h: int, w: int) -> int | None:
@@ -306,7 +311,8 @@ def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0
     picks target kernels from the learned set (``DPKernelNet.target_weights``). Where the target
     needs at least the captured blur ``C`` (within ``PHOTO_SLACK``), the same kernels reblur the
     captured photo by the difference ``sqrt(C'^2 - C^2)`` (defocus magnification: no deblurring
-    error there); elsewhere they reblur the network's all-in-focus image by ``C'``.
+    error there; the photo itself where that difference is nil, fading in over
+    ``PHOTO_EXACT_RAMP``); elsewhere they reblur the network's all-in-focus image by ``C'``.
     It needs a region and keeps no sharp band: ``tolerance`` must be 0. Images up to
     ``WHOLE_MAX_PIXELS`` run whole; larger ones (or any, given ``tile``) in blended tiles. Either
     way in two passes: the matching half first (its maps set ``d_trg``; each tile's 1/4-res
@@ -339,6 +345,8 @@ def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0
         extra = np.sqrt(np.maximum(wanted * wanted - captured * captured, 0)).astype(np.float32)
         wanted4, extra4 = _quarter_on_grid(wanted, (H, W)), _quarter_on_grid(extra, (H, W))
         from_photo = np.pad(from_photo, ((0, H - h), (0, W - w)), mode="edge")
+        # the photo itself where the extra blur is nil, fading to its reblur by PHOTO_EXACT_RAMP px
+        exact = np.pad(np.clip(1 - extra / PHOTO_EXACT_RAMP, 0, 1), ((0, H - h), (0, W - w)), mode="edge")[..., None]
         photo = np.pad(photo, ((0, H - h), (0, W - w), (0, 0)), mode="edge")
         img = np.zeros((H, W, 3), np.float32)
         norm = np.zeros((H, W), np.float32)
@@ -350,8 +358,12 @@ def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0
                 out = net.restoration_stage(*_tile_tensors(lt, rt, sl), *stage)
                 tile_img = net.reblur(out.aif.clamp(0, 1), net.target_weights(wanted4[None, None, sl4[0], sl4[1]]))[0].numpy().transpose(1, 2, 0)
             if use_photo.any():
-                sharp = torch.from_numpy(np.ascontiguousarray(photo[sl].transpose(2, 0, 1)))[None]
-                magnified = net.reblur(sharp, net.target_weights(extra4[None, None, sl4[0], sl4[1]]))[0].numpy().transpose(1, 2, 0)
+                fade = exact[sl]
+                magnified = photo[sl]
+                if (fade[use_photo] < 1).any():  # some pixel needs more blur than the photo has
+                    sharp = torch.from_numpy(np.ascontiguousarray(photo[sl].transpose(2, 0, 1)))[None]
+                    blurred = net.reblur(sharp, net.target_weights(extra4[None, None, sl4[0], sl4[1]]))[0].numpy().transpose(1, 2, 0)
+                    magnified = fade * photo[sl] + (1 - fade) * blurred
                 tile_img = np.where(use_photo[..., None], magnified, tile_img)
             img[sl] += tile_img * wt[..., None]
             norm[sl] += wt
