@@ -40,6 +40,10 @@ WHOLE_MAX_PIXELS = 2_500_000
 #: Tuning scenes 500000-500011 / 700000-700011: 32.15 / 33.81 -> 32.35 / 33.89 dB (2 px 32.40 /
 #: 33.84, 4 px 32.39 / 33.78; a step at 1 px 32.37 / 33.78)
 PHOTO_EXACT_RAMP = 1.0
+#: px: blur sizes at which the reblur path is calibrated against the physical DP PSF, and the CoCs
+#: it may ask the learned set for (reblur_calibration)
+CALIBRATION_COCS = np.arange(0.0, 14.01, 1.0)
+CALIBRATION_REQUESTS = np.arange(0.0, 16.01, 0.5)
 
 
 def default_tile(h: int, w: int) -> int | None:
@@ -308,7 +312,8 @@ def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0
     The network's matching half gives the blur map the photo shows (:func:`network_cocs`, as in
     its analysis); ``d_trg`` is its mean over the mask's interior, so the layered renderer on the
     network's analysis focuses at the same depth. The target CoC ``C' = strength (C - J d_trg)``
-    picks target kernels from the learned set (``DPKernelNet.target_weights``). Where the target
+    picks target kernels from the learned set by its size, calibrated against the physical PSF
+    (:func:`reblur_calibration`). Where the target
     needs at least the captured blur ``C`` (within ``PHOTO_SLACK``), the same kernels reblur the
     captured photo by the difference ``sqrt(C'^2 - C^2)`` (defocus magnification: no deblurring
     error there; the photo itself where that difference is nil, fading in over
@@ -356,13 +361,13 @@ def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0
             tile_img = np.zeros(use_photo.shape + (3,), np.float32)
             if not use_photo.all():
                 out = net.restoration_stage(*_tile_tensors(lt, rt, sl), *stage)
-                tile_img = net.reblur(out.aif.clamp(0, 1), net.target_weights(wanted4[None, None, sl4[0], sl4[1]]))[0].numpy().transpose(1, 2, 0)
+                tile_img = net.reblur(out.aif.clamp(0, 1), _target_weights(net, wanted4[None, None, sl4[0], sl4[1]]))[0].numpy().transpose(1, 2, 0)
             if use_photo.any():
                 fade = exact[sl]
                 magnified = photo[sl]
                 if (fade[use_photo] < 1).any():  # some pixel needs more blur than the photo has
                     sharp = torch.from_numpy(np.ascontiguousarray(photo[sl].transpose(2, 0, 1)))[None]
-                    blurred = net.reblur(sharp, net.target_weights(extra4[None, None, sl4[0], sl4[1]]))[0].numpy().transpose(1, 2, 0)
+                    blurred = net.reblur(sharp, _target_weights(net, extra4[None, None, sl4[0], sl4[1]]))[0].numpy().transpose(1, 2, 0)
                     magnified = fade * photo[sl] + (1 - fade) * blurred
                 tile_img = np.where(use_photo[..., None], magnified, tile_img)
             img[sl] += tile_img * wt[..., None]
@@ -370,6 +375,51 @@ def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0
         img /= norm[..., None]
     img = np.clip(img[:h, :w], 0, 1)
     return d_trg, (img.mean(axis=2) if pair.left.ndim == 2 else img)
+
+
+def reblur_calibration(net: DPKernelNet) -> tuple[np.ndarray, np.ndarray]:
+    """``(cocs, requests)``: for each blur size of ``CALIBRATION_COCS``, the CoC to ask the learned
+    set for (``DPKernelNet.target_weights``) so that the reblur path blurs a sharp image as the
+    physical DP PSF of that size does (least squares on a 192x256 crop of the garden sample's
+    all-in-focus image, 0.7 s; cached on the network).
+
+    The entries' own CoCs (centroid separation times J) do not say how much the reblur path blurs:
+    on three training scenes, asked for 3 px it came 36.1 dB from the physical 3 px blur, asked for
+    2 px 38.7 dB, asked for -3 px 29.4 dB. Its output is the photo, whose blur is the same for either sign, so only the
+    size is calibrated, on the side of the set that draws it best.
+    """
+    cached = getattr(net, "_reblur_calibration", None)
+    if cached is not None:
+        return cached
+    from ..optics import linear_to_srgb, srgb_to_linear
+    from ..refocus import blur_by_radius
+    from ..samples import load_ground_truth
+
+    aif = load_ground_truth("garden")["aif"].astype(np.float32)
+    h, w = 192, 256
+    y0, x0 = (aif.shape[0] - h) // 2, (aif.shape[1] - w) // 2
+    sharp = _rgb(aif[y0 : y0 + h, x0 : x0 + w])
+    inner = (slice(24, -24), slice(24, -24))  # the blur's reach from the crop's edges
+    with torch.no_grad():
+        tensor = torch.from_numpy(np.ascontiguousarray(sharp.transpose(2, 0, 1)))[None]
+        drawn = np.stack([net.reblur(tensor, net.target_weights(torch.full((1, 1, h // 4, w // 4), float(c))))[0].numpy().transpose(1, 2, 0)[inner]
+                          for c in CALIBRATION_REQUESTS])
+    linear, psf, everywhere = srgb_to_linear(sharp), DPPSF(), np.ones((h, w), bool)
+    requests = []
+    for coc in CALIBRATION_COCS:
+        physical = linear_to_srgb(blur_by_radius(linear, np.full((h, w), coc, np.float32), everywhere, psf))[inner]
+        requests.append(CALIBRATION_REQUESTS[int(np.argmin(((np.clip(drawn, 0, 1) - physical) ** 2).mean(axis=(1, 2, 3))))])
+    net._reblur_calibration = (CALIBRATION_COCS.astype(np.float32), np.maximum.accumulate(requests).astype(np.float32))
+    return net._reblur_calibration
+
+
+def _target_weights(net: DPKernelNet, coc4: torch.Tensor) -> torch.Tensor:
+    """The learned set's weights that reblur by ``|coc4|`` (px, 1/4-res map) as the physical PSF would."""
+    cocs, requests = reblur_calibration(net)
+    size = np.abs(coc4.numpy())
+    # beyond the grid, the last offset
+    asked = np.where(size <= cocs[-1], np.interp(size, cocs, requests), size + (requests[-1] - cocs[-1]))
+    return net.target_weights(torch.from_numpy(asked.astype(np.float32)))
 
 
 def _quarter_on_grid(full: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
