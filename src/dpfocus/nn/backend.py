@@ -187,7 +187,7 @@ def _run_tiles(net: DPKernelNet, lt: np.ndarray, rt: np.ndarray, boxes: list, bl
                 disparity, confidence = out.disparity, out.confidence
                 acc["aif"][sl] += out.aif[0].numpy().transpose(1, 2, 0) * wt[..., None]
                 wt4 = wt[1::4, 1::4]
-                sl4 = (slice(sl[0].start // 4, sl[0].stop // 4), slice(sl[1].start // 4, sl[1].stop // 4))
+                sl4 = _quarter_box(sl)
                 acc["weights"][:, sl4[0], sl4[1]] += out.weights[0].numpy() * wt4
                 norm4[sl4] += wt4
             acc["disparity"][sl] += disparity[0, 0].numpy() * wt
@@ -345,18 +345,19 @@ def network_refocus(pair: DPPair, mask: np.ndarray | None, strength: float = 1.0
         first = _run_tiles(net, lt, rt, boxes, blends, (h, w), disparity_only=True, stages=stages)
         _, captured = network_cocs(first["disparity"], np.clip(first["confidence"], 0, 1), J)
         d_trg = float(captured[region].mean()) / J
+        # the maps on the padded grid (edge-padded, as the views are), at full and 1/4 resolution
+        captured = np.pad(captured, ((0, H - h), (0, W - w)), mode="edge")
+        photo = np.pad(photo, ((0, H - h), (0, W - w), (0, 0)), mode="edge")
         wanted = (strength * (captured - np.float32(J * d_trg))).astype(np.float32)
         from_photo = np.abs(wanted) >= np.abs(captured) - PHOTO_SLACK
         extra = np.sqrt(np.maximum(wanted * wanted - captured * captured, 0)).astype(np.float32)
-        wanted4, extra4 = _quarter_on_grid(wanted, (H, W)), _quarter_on_grid(extra, (H, W))
-        from_photo = np.pad(from_photo, ((0, H - h), (0, W - w)), mode="edge")
         # the photo itself where the extra blur is nil, fading to its reblur by PHOTO_EXACT_RAMP px
-        exact = np.pad(np.clip(1 - extra / PHOTO_EXACT_RAMP, 0, 1), ((0, H - h), (0, W - w)), mode="edge")[..., None]
-        photo = np.pad(photo, ((0, H - h), (0, W - w), (0, 0)), mode="edge")
+        exact = np.clip(1 - extra / PHOTO_EXACT_RAMP, 0, 1)[..., None]
+        wanted4, extra4 = _quarter(wanted), _quarter(extra)
         img = np.zeros((H, W, 3), np.float32)
         norm = np.zeros((H, W), np.float32)
         for sl, wt, stage in zip(boxes, blends, stages, strict=True):
-            sl4 = (slice(sl[0].start // 4, sl[0].stop // 4), slice(sl[1].start // 4, sl[1].stop // 4))
+            sl4 = _quarter_box(sl)
             use_photo = from_photo[sl]
             tile_img = np.zeros(use_photo.shape + (3,), np.float32)
             if not use_photo.all():
@@ -422,13 +423,18 @@ def _target_weights(net: DPKernelNet, coc4: torch.Tensor) -> torch.Tensor:
     return net.target_weights(torch.from_numpy(asked.astype(np.float32)))
 
 
-def _quarter_on_grid(full: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """An H x W map edge-padded to the padded grid ``size`` and area-averaged to its 1/4-res grid."""
+def _quarter(full: np.ndarray) -> torch.Tensor:
+    """A map on the padded grid, area-averaged to its 1/4-res grid."""
     import cv2
 
-    H, W = size
-    padded = np.pad(full, ((0, H - full.shape[0]), (0, W - full.shape[1])), mode="edge")
-    return torch.from_numpy(cv2.resize(padded, (W // 4, H // 4), interpolation=cv2.INTER_AREA))
+    H, W = full.shape
+    return torch.from_numpy(cv2.resize(full, (W // 4, H // 4), interpolation=cv2.INTER_AREA))
+
+
+def _quarter_box(box: tuple[slice, slice]) -> tuple[slice, slice]:
+    """A tile's box on the 1/4-res grid (tiles lie on the 64 px grid)."""
+    return tuple(slice(s.start // 4, s.stop // 4) for s in box)
+
 
 if WEIGHTS_PATH.is_file():
     register_backend("network", tiles=True)(network_backend)
