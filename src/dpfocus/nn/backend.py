@@ -403,13 +403,13 @@ def reblur_calibration(net: DPKernelNet) -> tuple[np.ndarray, np.ndarray]:
     inner = (slice(24, -24), slice(24, -24))  # the blur's reach from the crop's edges
     with torch.no_grad():
         tensor = torch.from_numpy(np.ascontiguousarray(sharp.transpose(2, 0, 1)))[None]
-        drawn = np.stack([net.reblur(tensor, net.target_weights(torch.full((1, 1, h // 4, w // 4), float(c))))[0].numpy().transpose(1, 2, 0)[inner]
-                          for c in CALIBRATION_REQUESTS])
+        drawn = np.clip(np.stack([net.reblur(tensor, net.target_weights(torch.full((1, 1, h // 4, w // 4), float(c))))[0].numpy().transpose(1, 2, 0)[inner]
+                                  for c in CALIBRATION_REQUESTS]), 0, 1)
     linear, psf, everywhere = srgb_to_linear(sharp), DPPSF(), np.ones((h, w), bool)
     requests = []
     for coc in CALIBRATION_COCS:
         physical = linear_to_srgb(blur_by_radius(linear, np.full((h, w), coc, np.float32), everywhere, psf))[inner]
-        requests.append(CALIBRATION_REQUESTS[int(np.argmin(((np.clip(drawn, 0, 1) - physical) ** 2).mean(axis=(1, 2, 3))))])
+        requests.append(CALIBRATION_REQUESTS[int(np.argmin(((drawn - physical) ** 2).mean(axis=(1, 2, 3))))])
     net._reblur_calibration = (CALIBRATION_COCS.astype(np.float32), np.maximum.accumulate(requests).astype(np.float32))
     return net._reblur_calibration
 
