@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dpfocus.analysis import analyze, backends
 from dpfocus.cli import main
@@ -156,6 +157,35 @@ def test_a_few_training_steps_lower_the_loss():
     assert float(losses(net, batch, cfg)["total"].detach()) < 0.8 * first
 
 
+def test_the_retrieval_loss_ties_each_entry_to_its_own_coc():
+    torch.manual_seed(0)
+    cfg = TrainConfig(batch=2, crop=64, net=TINY.to_dict(), lambda_retrieval=0.05, lambda_target_reblur=1.0)
+    net = DPKernelNet(TINY)
+    with torch.no_grad():  # a learned term that picks entry 0 everywhere, as a collapsed set would
+        net.retrieval[-1].bias[0] = 3.0
+    batch = SceneSampler(None, seed=3, crop=64).batch(2)
+    coc4 = F.avg_pool2d(torch.from_numpy(batch.coc), 4)
+    nearest = (coc4 - net.kernel_cocs().detach().view(1, -1, 1, 1)).abs().argmin(1)
+
+    def agreement() -> float:
+        with torch.no_grad():
+            return float((net(torch.from_numpy(batch.left), torch.from_numpy(batch.right)).weights.argmax(1) == nearest).float().mean())
+
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    before, first = agreement(), losses(net, batch, cfg)
+    assert float(first["target_reblur"].detach()) > 0
+    for _ in range(25):
+        terms = losses(net, batch, cfg)
+        opt.zero_grad()
+        terms["total"].backward()
+        opt.step()
+        # target weights underflow to 0 far from the true CoC: still finite
+        assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert float(losses(net, batch, cfg)["retrieval"].detach()) < 0.5 * float(first["retrieval"].detach())
+    assert before < 0.3 and agreement() > 0.9
+    assert "retrieval" not in losses(net, batch, TrainConfig(batch=2, crop=64, net=TINY.to_dict()))  # off by default
+
+
 def test_cli_train_tiny_config_runs_resumes_and_exports(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--config", "tiny", "-o", str(out)]) == 0
@@ -167,6 +197,12 @@ def test_cli_train_tiny_config_runs_resumes_and_exports(tmp_path, capsys):
     net = load_network(out / "weights.pt")
     assert net.config.n_kernels == 6
     assert main(["train", "--config", "nonexistent", "-o", str(out)]) == 2
+    # a run logged before the retrieval terms keeps its log's six columns when it resumes
+    rows = [row.split(",") for row in (out / "log.csv").read_text().splitlines()]
+    old = [r[:7] + r[9:] for r in rows]
+    (out / "log.csv").write_text("\n".join(",".join(r) for r in old) + "\n")
+    assert main(["train", "--config", "tiny", "--steps", "8", "-o", str(out)]) == 0
+    assert {len(row.split(",")) for row in (out / "log.csv").read_text().splitlines()} == {len(old[0])}
 
 
 def _trained(cfg: TrainConfig, out) -> dict:

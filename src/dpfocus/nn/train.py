@@ -2,8 +2,10 @@
 
 ``L = L_deb + L_reb + lambda_coc L_coc + lambda_grad L_coc^grad``: L1 of the all-in-focus image,
 L1 of the reblurred sharp target against the captured photo (the reblur path shares the kernels),
-L1 of the CoC map and of its gradients. With ``dpdd`` (a DPDD-layout folder) a ``dpdd_fraction`` of
-the crops come from real pairs with sharp targets, which train the first two terms only.
+L1 of the CoC map and of its gradients; optionally (off by default) a KL term that ties the
+retrieval to each entry's own CoC, and the reblur loss with the refocus's CoC-retrieved weights.
+With ``dpdd`` (a DPDD-layout folder) a ``dpdd_fraction`` of the crops come from real pairs with
+sharp targets, which train the first two terms only.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .model import DPKernelNet, NetConfig
 __all__ = ["TrainConfig", "train", "export_weights", "WEIGHTS_FORMAT"]
 
 WEIGHTS_FORMAT = "dpfocus-network"
+LOGGED_TERMS = ("total", "deblur", "reblur", "coc", "coc_grad", "disparity", "retrieval", "target_reblur")
 
 
 @dataclass
@@ -36,6 +39,11 @@ class TrainConfig:
     lambda_coc: float = 0.05
     lambda_grad: float = 0.05
     lambda_disp: float = 0.1  # L1 of the disparity and its gradients (px): what the views show, whatever J is
+    # KL from the true CoC's target weights (`DPKernelNet.target_weights`) to the learned retrieval
+    # weights: each entry stands for its own CoC, so the kernel index names the kernel a pixel's CoC calls for
+    lambda_retrieval: float = 0.0
+    # the reblur loss again, with the target weights of the true CoC: the retrieval the refocus uses
+    lambda_target_reblur: float = 0.0
     reblur_loss: bool = True
     seed: int = 0
     shards: str | None = None  # folder of npz shards (dpfocus.nn.data.make_shards); None: render on the fly
@@ -77,7 +85,7 @@ class TrainConfig:
         if self.crop % 4:
             raise ValueError(f"crop must be a multiple of 4 px, got {self.crop}")
         number("lr", positive=True)
-        for name in ("lambda_coc", "lambda_grad", "lambda_disp"):
+        for name in ("lambda_coc", "lambda_grad", "lambda_disp", "lambda_retrieval", "lambda_target_reblur"):
             number(name)
         number("highlight_clip", at_most=1.0)
         number("dpdd_fraction", at_most=1.0)
@@ -129,6 +137,18 @@ def losses(net: DPKernelNet, batch, cfg: TrainConfig) -> dict[str, torch.Tensor]
         terms["coc_grad"] = cfg.lambda_grad * (F.l1_loss(gx, tx) + F.l1_loss(gy, ty))
     else:
         terms["coc"] = terms["coc_grad"] = zero
+    if cfg.lambda_retrieval or cfg.lambda_target_reblur:
+        if depth.any():
+            wanted = net.target_weights(F.avg_pool2d(t["coc"][depth], 4))
+            if cfg.lambda_retrieval:
+                learned = out.weights[depth].clamp_min(1e-8).log()
+                # a label: its gradient (log 0 where a weight underflows) would be NaN
+                terms["retrieval"] = cfg.lambda_retrieval * F.kl_div(learned, wanted.detach(), reduction="none").sum(1).mean()
+            if cfg.lambda_target_reblur:
+                reblurred = net.reblur(t["aif"][depth], wanted)
+                terms["target_reblur"] = cfg.lambda_target_reblur * F.l1_loss(reblurred, t["combined"][depth])
+        else:
+            terms["retrieval"] = terms["target_reblur"] = zero
     if cfg.lambda_disp:
         if depth.any():
             disp, d = out.disparity[depth], torch.from_numpy(batch.disparity).to(device)[depth]
@@ -206,10 +226,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
         if real is not None and state.get("real_pool"):
             real.set_state(state["real_pool"])
     new_log = not (out / "log.csv").exists() or step == 0
+    # a resumed run keeps its log's columns (logs from before the retrieval terms have six)
+    logged = LOGGED_TERMS
+    if not new_log:
+        with open(out / "log.csv", newline="") as existing:
+            logged = tuple(next(csv.reader(existing))[1:-2])
     with open(out / "log.csv", "w" if new_log else "a", newline="") as fh:
         writer = csv.writer(fh)
         if new_log:
-            writer.writerow(["step", "total", "deblur", "reblur", "coc", "coc_grad", "disparity", "lr", "seconds"])
+            writer.writerow(["step"] + list(logged) + ["lr", "seconds"])
         t0 = time.perf_counter()
         try:
             while step < cfg.steps:
@@ -221,7 +246,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, log=print)
                 opt.step()
                 sched.step()
                 step += 1
-                writer.writerow([step] + [f"{float(terms[k].detach()) if k in terms else 0.0:.5f}" for k in ("total", "deblur", "reblur", "coc", "coc_grad", "disparity")]
+                writer.writerow([step] + [f"{float(terms[k].detach()) if k in terms else 0.0:.5f}" for k in logged]
                                 + [f"{sched.get_last_lr()[0]:.2e}", f"{time.perf_counter() - t0:.1f}"])
                 if step % 10 == 0:
                     fh.flush()
