@@ -121,7 +121,7 @@ class NetOutput:
     weights: torch.Tensor  # N x K x H/4 x W/4 retrieval weights
     confidence: torch.Tensor  # N x 1 x H/4 x W/4 in [0, 1]: shift certainty where the views show detail
     f_d: torch.Tensor  # normalised disparity feature (1/4 res)
-    feats: dict  # what the reblur path reuses
+    feats: dict  # what the reblur path and the training loss reuse
 
 
 def _dp_kernel_init(n: int, size: int, max_coc: float) -> tuple[np.ndarray, np.ndarray]:
@@ -252,13 +252,14 @@ class DPKernelNet(nn.Module):
             costs.append(box(hl * shifted) / (energy_l * box(shifted * shifted) + 1e-10).sqrt())
         return F.avg_pool2d(torch.cat(costs, 1), 2)
 
-    def retrieve(self, coc4: torch.Tensor, f_d: torch.Tensor, f_g: torch.Tensor) -> torch.Tensor:
-        """Softmax retrieval weights from a CoC map (1/4 res) and the disparity features."""
+    def retrieval_logits(self, coc4: torch.Tensor, f_d: torch.Tensor, f_g: torch.Tensor) -> torch.Tensor:
+        """The retrieval's logits from a CoC map (1/4 res) and the disparity features: the CoC
+        prior plus the learned term; their softmax over the entries is the retrieval weights."""
         f_init = self.J * f_d  # CoC features
         fused = self.fuse(torch.cat([f_g, f_init], 1))
         centres = self.kernel_cocs().view(1, -1, 1, 1)
         prior = -((coc4 - centres) ** 2) / (2 * self.log_sharpness.exp() ** 2)
-        return torch.softmax(prior + self.retrieval(fused), dim=1)
+        return prior + self.retrieval(fused)
 
     def disparity_stage(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The matching half of ``forward``: ``(disp4, confidence, f_g)`` at 1/4 res, disparity in
@@ -287,7 +288,8 @@ class DPKernelNet(nn.Module):
         """The rest of ``forward``, given ``disparity_stage``'s outputs for the same views."""
         f_d = 2 * torch.tanh(_pixel_norm(f_g) / self.config.rho) - 1
         coc4 = self.J * disp4
-        weights = self.retrieve(coc4, f_d, f_g)
+        logits = self.retrieval_logits(coc4, f_d, f_g)
+        weights = torch.softmax(logits, dim=1)
         # restoration
         combined = (left + right) / 2
         e2 = self.enc2(torch.cat([left, right], 1))
@@ -295,7 +297,7 @@ class DPKernelNet(nn.Module):
         aif = self._decode(self._restore(feat, weights, f_d), e2, combined)
         disparity = upsample_disparity(disp4)
         return NetOutput(aif, disparity, self.J * disparity, weights, confidence, f_d,
-                         {"f_g": f_g, "disp4": disp4})
+                         {"f_g": f_g, "disp4": disp4, "retrieval_logits": logits})
 
     def _restore(self, feat: torch.Tensor, weights: torch.Tensor, f_d: torch.Tensor) -> torch.Tensor:
         if self.config.psf_block:
