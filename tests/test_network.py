@@ -123,6 +123,42 @@ def test_shards_hold_the_rendered_scenes_in_order(tmp_path):
         check_training_data(TrainConfig(shards=str(tmp_path / "empty")))
 
 
+def test_a_config_names_the_shards_it_trains_on_and_how_to_render_the_missing_ones(tmp_path, capsys):
+    folder = tmp_path / "shards"
+    recipe = [{"first": 0, "count": 2, "scene_size": [64, 96]}, {"first": 200, "count": 3, "scene_size": [64, 96], "featureless": 0.5}]
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"crop": 64, "steps": 1, "batch": 2, "net": {"width": 16, "match_width": 8, "n_kernels": 6, "kernel_size": 9},
+                                  "shards": str(folder), "shard_recipe": recipe}))
+    assert main(["train", "--make-shards", "0", "2", "--scene-size", "64", "96", "-o", str(folder)]) == 0
+    assert main(["train", "--make-shards", "400", "1", "--scene-size", "64", "96", "-o", str(folder)]) == 0  # not the config's
+    capsys.readouterr()
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "-o", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and not run.exists()
+    assert "1 of the 2 shards this config trains on are missing (the first: scenes_0000200.npz)" in err
+    hint = err.split("`")[1]  # only the call whose shards are missing
+    assert hint == f"dpfocus train --make-shards 200 3 --scene-size 64 96 --featureless 0.5 -o {folder}"
+    assert main(hint.split()[1:]) == 0
+    cfg = TrainConfig.load(config)
+    assert [p.name for p in check_training_data(cfg)] == ["scenes_0000000.npz", "scenes_0000200.npz"]  # not scenes_0000400
+    assert main(["train", "--config", str(config), "-o", str(run)]) == 0
+    cfg.shard_recipe = [{"first": 0, "count": 2}]  # the default 192x256, but the folder holds 64x96 scenes
+    with pytest.raises(ValueError, match="scenes_0000000.npz: holds 64x96 scenes, but this config's shard_recipe draws 192x256"):
+        check_training_data(cfg)
+
+
+def test_builtin_configs_name_how_their_shards_were_rendered():
+    from dpfocus.cli import BUILTIN_CONFIGS
+
+    for path in BUILTIN_CONFIGS.glob("*.json"):
+        cfg = TrainConfig.load(path)
+        assert bool(cfg.shards) == bool(cfg.recipes()), path.name
+    cfg = TrainConfig.load(BUILTIN_CONFIGS / "finetune_kernel_retrieval.json")
+    assert [r.command(cfg.shards) for r in cfg.recipes()] == [
+        "dpfocus train --make-shards 26000 1600 --scene-size 384 384 --featureless 0.1 -o runs/shards_v9"]
+
+
 def test_cli_renders_shards_of_the_asked_size(tmp_path):
     assert main(["train", "--make-shards", "3", "2", "--scene-size", "64", "96", "-o", str(tmp_path)]) == 0
     (shard,) = sorted(tmp_path.glob("scenes_*.npz"))
@@ -263,6 +299,12 @@ def test_an_interrupted_training_run_resumes_to_the_same_weights(tmp_path, monke
         (["--make-shards", "0", "-5"], None, "give a FIRST scene >= 0 and a COUNT >= 1"),
         (["--device", "tpu"], {}, 'device must be "cpu", "cuda", "cuda:N" or "auto", got \'tpu\''),
         (["--workers", "-1"], {}, "workers must be a whole number >= 0, got -1"),
+        ([], {"shards": "s", "shard_recipe": [{"first": 0}]}, "shard_recipe[0]: count must be a whole number >= 1, got None"),
+        ([], {"shards": "s", "shard_recipe": [{"first": 0, "count": 5, "featureless": 2}]}, "shard_recipe[0]: featureless must be a chance between 0 and 1"),
+        ([], {"shards": "s", "shard_recipe": [{"first": 0, "count": 5, "size": [64, 64]}]}, "shard_recipe[0]: unknown field(s) size"),
+        ([], {"shard_recipe": [{"first": 0, "count": 5}]}, "shard_recipe needs a shard folder"),
+        ([], {"shards": "s", "shard_recipe": [{"first": 0, "count": 5}, {"first": 200, "count": 5, "scene_size": [384, 384]}]},
+         "shard_recipe draws scenes of 192x256 and 384x384 px"),
         pytest.param(["--device", "cuda"], {}, "device 'cuda': this torch has no usable GPU",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")),
     ],

@@ -23,7 +23,7 @@ from ..evaluate import HELD_OUT_SEED
 from ..io import quantise
 from ..scenes import SceneConfig, generate_scene
 
-__all__ = ["TRAIN_SEED_OFFSET", "training_config", "render_training_scene", "make_shards", "SceneSampler", "Batch", "RealPairPool", "list_real_pairs"]
+__all__ = ["TRAIN_SEED_OFFSET", "training_config", "render_training_scene", "make_shards", "ShardRecipe", "SceneSampler", "Batch", "RealPairPool", "list_real_pairs"]
 
 TRAIN_SEED_OFFSET = 100_000  # training seeds: TRAIN_SEED_OFFSET + i, far from samples and the benchmark
 
@@ -79,8 +79,67 @@ def render_training_scene(seed: int, height: int = SCENE_SIZE[0], width: int = S
     }
 
 
-def make_shards(out_dir: str | Path, first: int, count: int, per_shard: int = 200, height: int = SCENE_SIZE[0], width: int = SCENE_SIZE[1],
-                featureless: float = 0.0, psf_variety: float = 0.0, log=print) -> list[Path]:
+SCENES_PER_SHARD = 200
+
+
+def shard_path(folder: str | Path, start: int) -> Path:
+    """The shard :func:`make_shards` writes for the scenes from ``start`` on."""
+    return Path(folder) / f"scenes_{start:07d}.npz"
+
+
+@dataclass(frozen=True)
+class ShardRecipe:
+    """One ``dpfocus train --make-shards`` call: scenes ``first`` to ``first + count - 1`` and how
+    they are drawn. A training config lists the calls that rendered its shard folder, so a missing
+    or half-rendered folder can be named and re-rendered."""
+
+    first: int
+    count: int
+    scene_size: tuple[int, int] = SCENE_SIZE
+    featureless: float = 0.0
+    psf_variety: float = 0.0
+
+    @classmethod
+    def from_dict(cls, spec: object) -> "ShardRecipe":
+        """ValueError naming the first field that is missing, of a wrong type or out of range."""
+        if not isinstance(spec, dict):
+            raise ValueError(f"a recipe is an object like {{\"first\": 0, \"count\": 2000}}, got {spec!r}")
+        unknown = set(spec) - {"first", "count", "scene_size", "featureless", "psf_variety"}
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))} (fields: first, count, scene_size, featureless, psf_variety)")
+        for name, least in (("first", 0), ("count", 1)):
+            value = spec.get(name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+        size = spec.get("scene_size", list(SCENE_SIZE))
+        if (not isinstance(size, (list, tuple)) or len(size) != 2
+                or any(isinstance(n, bool) or not isinstance(n, int) or n < 64 for n in size)):
+            raise ValueError(f"scene_size must be [height, width], each a whole number >= 64, got {size!r}")
+        for name in ("featureless", "psf_variety"):
+            value = spec.get(name, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a chance between 0 and 1, got {value!r}")
+        return cls(spec["first"], spec["count"], (size[0], size[1]), float(spec.get("featureless", 0.0)), float(spec.get("psf_variety", 0.0)))
+
+    def paths(self, folder: str | Path) -> list[Path]:
+        """The shard files this call writes into ``folder``."""
+        return [shard_path(folder, start) for start in range(self.first, self.first + self.count, SCENES_PER_SHARD)]
+
+    def command(self, folder: str | Path) -> str:
+        """The ``dpfocus train --make-shards`` command line that renders these scenes into ``folder``."""
+        words = [f"dpfocus train --make-shards {self.first} {self.count}"]
+        if self.scene_size != SCENE_SIZE:
+            words.append(f"--scene-size {self.scene_size[0]} {self.scene_size[1]}")
+        if self.featureless:
+            words.append(f"--featureless {self.featureless:g}")
+        if self.psf_variety:
+            words.append(f"--psf-variety {self.psf_variety:g}")
+        words.append(f"-o {folder}")
+        return " ".join(words)
+
+
+def make_shards(out_dir: str | Path, first: int, count: int, per_shard: int = SCENES_PER_SHARD, height: int = SCENE_SIZE[0],
+                width: int = SCENE_SIZE[1], featureless: float = 0.0, psf_variety: float = 0.0, log=print) -> list[Path]:
     """Render ``count`` training scenes (seeds ``TRAIN_SEED_OFFSET + first + i``) into npz shards;
     ``featureless`` is each surface's chance of being featureless (sky, plain walls, highlights),
     ``psf_variety`` each scene's chance of a PSF shaped like a calibrated real one."""
@@ -90,7 +149,7 @@ def make_shards(out_dir: str | Path, first: int, count: int, per_shard: int = 20
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for start in range(first, first + count, per_shard):
-        path = out / f"scenes_{start:07d}.npz"
+        path = shard_path(out, start)
         if path.exists():
             written.append(path)
             continue

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data import SCENE_SIZE, RealPairPool, SceneSampler, list_shards, shard_scene_size
+from .data import SCENE_SIZE, RealPairPool, SceneSampler, ShardRecipe, list_shards, shard_scene_size
 from .model import DPKernelNet, NetConfig
 
 __all__ = ["TrainConfig", "train", "export_weights", "WEIGHTS_FORMAT"]
@@ -47,6 +47,9 @@ class TrainConfig:
     reblur_loss: bool = True
     seed: int = 0
     shards: str | None = None  # folder of npz shards (dpfocus.nn.data.make_shards); None: render on the fly
+    # the --make-shards calls that rendered `shards` (ShardRecipe fields): training reads just their shards,
+    # and a missing or half-rendered folder is named with the commands that render it
+    shard_recipe: list = field(default_factory=list)
     checkpoint_every: int = 100
     threads: int = 2
     net: dict = field(default_factory=dict)  # NetConfig fields
@@ -97,8 +100,28 @@ class TrainConfig:
         for name in ("shards", "init", "dpdd"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a path or null, got {getattr(self, name)!r}")
+        self.recipes()
         if not isinstance(self.device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be \"cpu\", \"cuda\", \"cuda:N\" or \"auto\", got {self.device!r}")
+
+
+    def recipes(self) -> list[ShardRecipe]:
+        """``shard_recipe`` as :class:`ShardRecipe` calls (ValueError naming the first bad one)."""
+        if not isinstance(self.shard_recipe, list):
+            raise ValueError(f"shard_recipe must be a list of --make-shards calls, got {self.shard_recipe!r}")
+        if self.shard_recipe and not self.shards:
+            raise ValueError("shard_recipe needs a shard folder: set shards to the folder its calls render into")
+        recipes = []
+        for i, spec in enumerate(self.shard_recipe):
+            try:
+                recipes.append(ShardRecipe.from_dict(spec))
+            except ValueError as exc:
+                raise ValueError(f"shard_recipe[{i}]: {exc}") from None
+        sizes = sorted({recipe.scene_size for recipe in recipes})
+        if len(sizes) > 1:
+            raise ValueError(f"shard_recipe draws scenes of {' and '.join(f'{h}x{w}' for h, w in sizes)} px; "
+                             "one shard folder holds scenes of one size")
+        return recipes
 
 
 def training_device(cfg: TrainConfig) -> torch.device:
@@ -164,16 +187,34 @@ def losses(net: DPKernelNet, batch, cfg: TrainConfig) -> dict[str, torch.Tensor]
 
 
 def check_training_data(cfg: TrainConfig) -> list[Path] | None:
-    """The config's shard files (None: scenes rendered on the fly). ValueError if its shard folder
-    holds none, if its crops do not fit inside its scenes (the shards', or ``SCENE_SIZE``), or if
+    """The config's shard files (None: scenes rendered on the fly): those its ``shard_recipe`` names,
+    else every shard in its folder. ValueError if any the recipe names is missing or of another scene
+    size (giving the commands that render them), if the folder holds none, if its crops do not fit inside its scenes (the shards', or ``SCENE_SIZE``), or if
     its real-pair folder holds no pair with a sharp target or pairs smaller than the crop."""
     if cfg.dpdd:
         side = RealPairPool(cfg.dpdd, size=1).smallest_side()
         if cfg.crop > side:
             raise ValueError(f"crop {cfg.crop} px does not fit the real pairs in {cfg.dpdd} ({side} px on their smaller side)")
-    shards = list_shards(cfg.shards) if cfg.shards else None
-    if cfg.shards and not shards:
-        raise ValueError(f"{cfg.shards}: no scenes_*.npz shards; render them with `dpfocus train --make-shards 0 2000 -o {cfg.shards}`")
+    recipes = cfg.recipes()
+    if recipes:
+        shards = [path for recipe in recipes for path in recipe.paths(cfg.shards)]
+        missing = [path for path in shards if not path.is_file()]
+        if missing:
+            to_run = [recipe.command(cfg.shards) for recipe in recipes if any(not p.is_file() for p in recipe.paths(cfg.shards))]
+            what = (f"none of the {len(shards)} shards this config trains on is there" if len(missing) == len(shards) else
+                    f"{len(missing)} of the {len(shards)} shards this config trains on are missing (the first: {missing[0].name})")
+            how = " and ".join(f"`{c}`" for c in to_run) + (" (each can run in its own process)" if len(to_run) > 1 else "")
+            kept = "" if len(missing) == len(shards) else "; the shards already there are kept"
+            raise ValueError(f"{cfg.shards}: {what}; render them with {how}{kept}")
+        for recipe in recipes:
+            found = shard_scene_size(recipe.paths(cfg.shards)[0])
+            if found != recipe.scene_size:
+                raise ValueError(f"{recipe.paths(cfg.shards)[0]}: holds {found[0]}x{found[1]} scenes, but this config's "
+                                 f"shard_recipe draws {recipe.scene_size[0]}x{recipe.scene_size[1]}; render its shards into an empty folder")
+    else:
+        shards = list_shards(cfg.shards) if cfg.shards else None
+        if cfg.shards and not shards:
+            raise ValueError(f"{cfg.shards}: no scenes_*.npz shards; render them with `dpfocus train --make-shards 0 2000 -o {cfg.shards}`")
     h, w = shard_scene_size(shards[0]) if shards else SCENE_SIZE
     if cfg.crop > min(h, w):
         where = f"the shards in {cfg.shards}" if shards else "scenes rendered on the fly"
