@@ -143,6 +143,9 @@ def test_a_config_names_the_shards_it_trains_on_and_how_to_render_the_missing_on
     cfg = TrainConfig.load(config)
     assert [p.name for p in check_training_data(cfg)] == ["scenes_0000000.npz", "scenes_0000200.npz"]  # not scenes_0000400
     assert main(["train", "--config", str(config), "-o", str(run)]) == 0
+    own = tmp_path / "own"  # --shards: a folder of the user's, every shard in it, the config's recipe set aside
+    assert main(["train", "--make-shards", "600", "2", "--scene-size", "64", "96", "-o", str(own)]) == 0
+    assert main(["train", "--config", str(config), "--shards", str(own), "-o", str(tmp_path / "own_run")]) == 0
     cfg.shard_recipe = [{"first": 0, "count": 2}]  # the default 192x256, but the folder holds 64x96 scenes
     with pytest.raises(ValueError, match="scenes_0000000.npz: holds 64x96 scenes, but this config's shard_recipe draws 192x256"):
         check_training_data(cfg)

@@ -525,8 +525,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"{config_path}: not a training config ({exc})") from None
     if args.steps is not None:
         cfg.steps = args.steps
-    if args.shards is not None:
-        cfg.shards = args.shards
+    if args.shards is not None:  # the user's own folder: every shard in it, whatever the config's recipe was
+        cfg.shards, cfg.shard_recipe = args.shards, []
     if args.init is not None:
         cfg.init = args.init
     if args.dpdd is not None:
@@ -666,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="run folder (checkpoint.pt, log.csv, config.json, weights.pt)")
     p.add_argument("--config", default="small", help=f"config JSON, or a built-in name: {_builtin_config_names()} (default: small)")
     p.add_argument("--steps", type=int, help="override the config's number of steps")
-    p.add_argument("--shards", help="folder of training shards (default: the config's; none = render on the fly)")
+    p.add_argument("--shards", help="folder of training shards, all of them used (default: the config's, just the shards its shard_recipe names)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the run folder")
     p.add_argument("--init", help="start from this weights file (fine-tune), e.g. the shipped one")
     p.add_argument("--device", help="torch device: cpu, cuda, cuda:N, or auto (a GPU if torch has one; default: the config's, cpu)")

@@ -104,7 +104,6 @@ class TrainConfig:
         if not isinstance(self.device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be \"cpu\", \"cuda\", \"cuda:N\" or \"auto\", got {self.device!r}")
 
-
     def recipes(self) -> list[ShardRecipe]:
         """``shard_recipe`` as :class:`ShardRecipe` calls (ValueError naming the first bad one)."""
         if not isinstance(self.shard_recipe, list):
@@ -188,9 +187,9 @@ def losses(net: DPKernelNet, batch, cfg: TrainConfig) -> dict[str, torch.Tensor]
 
 def check_training_data(cfg: TrainConfig) -> list[Path] | None:
     """The config's shard files (None: scenes rendered on the fly): those its ``shard_recipe`` names,
-    else every shard in its folder. ValueError if any the recipe names is missing or of another scene
-    size (giving the commands that render them), if the folder holds none, if its crops do not fit inside its scenes (the shards', or ``SCENE_SIZE``), or if
-    its real-pair folder holds no pair with a sharp target or pairs smaller than the crop."""
+    else every shard in its folder. ValueError if a shard the recipe names is missing (giving the
+    commands that render them) or holds scenes of another size, if the folder holds none, if its
+    crops do not fit inside its scenes (the shards', or ``SCENE_SIZE``), or if its real-pair folder holds no pair with a sharp target or pairs smaller than the crop."""
     if cfg.dpdd:
         side = RealPairPool(cfg.dpdd, size=1).smallest_side()
         if cfg.crop > side:
