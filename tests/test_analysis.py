@@ -409,7 +409,7 @@ def shapes_pair(rng, coc, h=112, w=160, noise=0.004):
     return views, aif
 
 
-def test_sparse_prior_steps_sharpen_beyond_the_wiener_estimate(rng, monkeypatch):
+def test_sparse_prior_steps_sharpen_beyond_the_wiener_estimate(rng):
     import dpfocus.classical as classical
 
     (left, right), aif = shapes_pair(rng, 5.0)
@@ -417,8 +417,7 @@ def test_sparse_prior_steps_sharpen_beyond_the_wiener_estimate(rng, monkeypatch)
     cocs, bank_l, bank_r = kernel_bank(DPPSF(), 12.0)
     inner = (slice(10, -10), slice(10, -10))
     sparse = classical.deconvolve_aif(left, right, coc, cocs, bank_l, bank_r)
-    monkeypatch.setattr(classical, "HQS_STEPS", 0)
-    wiener = classical.deconvolve_aif(left, right, coc, cocs, bank_l, bank_r)
+    wiener = classical.deconvolve_aif(left, right, coc, cocs, bank_l, bank_r, hqs_steps=0)
     blurred = (left + right) / 2
     assert psnr(wiener[inner], aif[inner]) > psnr(blurred[inner], aif[inner]) + 1.0
     assert psnr(sparse[inner], aif[inner]) > psnr(wiener[inner], aif[inner]) + 0.2
@@ -438,6 +437,22 @@ def test_deconvolving_pixel_clusters_apart_leaves_no_seams(rng, monkeypatch):
     monkeypatch.setattr(classical, "DECONV_BLOCK", 1024)  # one box per kernel
     whole = classical.deconvolve_aif(left, right, coc, cocs, bank_l, bank_r)
     assert psnr(clusters, whole) > 45
+
+
+def test_deconvolution_where_asked_matches_the_whole_and_leaves_the_rest(rng):
+    import dpfocus.classical as classical
+
+    (left, right), aif = shapes_pair(rng, 4.0, 128, 192)
+    coc = np.full(aif.shape[:2], 4.0, np.float32)
+    coc[:, 96:] = 1.0
+    cocs, bank_l, bank_r = kernel_bank(DPPSF(), 10.0)
+    whole = classical.deconvolve_aif(left, right, coc, cocs, bank_l, bank_r)
+    where = np.zeros(coc.shape, bool)
+    where[20:100, 10:80] = True  # the 4 px part only: the 1 px kernel is not run at all
+    part = classical.deconvolve_aif(left, right, coc, cocs, bank_l, bank_r, where=where)
+    assert np.all(part[~where] == 0)
+    assert psnr(part[where], whole[where]) > 45
+    assert np.all(classical.deconvolve_aif(left, right, coc, cocs, bank_l, bank_r, where=np.zeros_like(where)) == 0)
 
 
 def test_the_network_backend_is_listed_without_importing_torch():

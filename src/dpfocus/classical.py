@@ -367,9 +367,10 @@ def estimate_disparity(
     return coc_full.astype(np.float32), np.clip(conf_full, 0, 1).astype(np.float32)
 
 
-def kernel_bank(psf: PSFModel, max_abs_coc: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bank of DP kernels at quantised signed CoC: ``(cocs, left kernels, right kernels)``."""
-    cocs = coc_bin_centres(max(max_abs_coc, 0.5), step=BANK_STEP, relative_step=BANK_RELATIVE_STEP)
+def kernel_bank(psf: PSFModel, max_abs_coc: float, step: float = BANK_STEP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bank of DP kernels at quantised signed CoC: ``(cocs, left kernels, right kernels)``, ``step``
+    px apart near focus (see :func:`coc_bin_centres`)."""
+    cocs = coc_bin_centres(max(max_abs_coc, 0.5), step=step, relative_step=BANK_RELATIVE_STEP)
     pairs = [psf.kernels(float(c)) for c in cocs]
     size = max(k[0].shape[0] for k in pairs)
 
@@ -516,16 +517,19 @@ def deconvolve_aif(
     kernels_left: np.ndarray,
     kernels_right: np.ndarray,
     *,
+    where: np.ndarray | None = None,
+    hqs_steps: int = HQS_STEPS,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """Spatially varying deconvolution of the two views together, blended by the per-pixel bank weights.
+    """Spatially varying deconvolution of the two views together, blended by the per-pixel bank weights
+    (``where``: only these pixels; the others are left 0).
 
     Per bank kernel, over the clusters of pixels that use it (each box grown by the kernel's reach):
     first the MAP image under a Gaussian gradient prior,
     ``(conj(K_L) B_L + conj(K_R) B_R) / (|K_L|^2 + |K_R|^2 + 2 lam |grad|^2)`` (the half-aperture
     kernels have fewer spectral zeros than their average, so the pair recovers detail the ordinary
     photo has lost: +1 dB on the tuning scenes against deconvolving ``(B_L + B_R) / 2``); then a few
-    half-quadratic steps under a sparse (L1) gradient prior, which keeps edges and flat areas where
+    half-quadratic steps (``hqs_steps``) under a sparse (L1) gradient prior, which keeps edges and flat areas where
     the Gaussian prior leaves ringing and smear (+0.21 dB AIF on the tuning scenes). Clamped to the
     local range of the photo against ringing at depth edges.
     """
@@ -538,7 +542,10 @@ def deconvolve_aif(
     sigma = max(_noise_sigma(linear_to_srgb(combined)), 1e-3)
     lam = float(np.clip(AIF_PRIOR * sigma**2, LAMBDA_MIN, LAMBDA_MAX))
     lo, hi, t = bin_weights(coc, cocs)
-    used = np.unique(np.concatenate([lo[t < 1].ravel(), hi[t > 0].ravel()]))
+    inside = np.ones(coc.shape, bool) if where is None else where
+    used = np.unique(np.concatenate([lo[(t < 1) & inside].ravel(), hi[(t > 0) & inside].ravel()]))
+    if not len(used):
+        return np.zeros(left.shape, np.float32)
     support = {int(k): max(trim_kernel(kernels_left[k], 1e-4).shape[0], trim_kernel(kernels_right[k], 1e-4).shape[0]) // 2 for k in used}
     pad = max(support.values()) + DECONV_MARGIN
     padded = list(pad_dp_pair(views[0], views[1], (pad, pad), (pad, pad)))
@@ -547,9 +554,9 @@ def deconvolve_aif(
     for n, k in enumerate(used):
         s = support[int(k)]
         taps = (int(k), slice(centre - s, centre + s + 1), slice(centre - s, centre + s + 1))
-        for box, pixels in _regions((lo == k) & (t < 1) | (hi == k) & (t > 0)):
+        for box, pixels in _regions(((lo == k) & (t < 1) | (hi == k) & (t > 0)) & inside):
             weight = np.where(pixels & (lo[box] == k), 1 - t[box], 0) + np.where(pixels & (hi[box] == k), t[box], 0)
-            est = _deconvolve_box(padded, pad, box, s + DECONV_MARGIN, kernels_left[taps], kernels_right[taps], lam, HQS_STEPS)
+            est = _deconvolve_box(padded, pad, box, s + DECONV_MARGIN, kernels_left[taps], kernels_right[taps], lam, hqs_steps)
             # de-ringing: a sharp pixel cannot leave the range of the blurred values its kernel covers
             r = max(1, int(np.ceil(abs(float(cocs[k])))))
             grown, inner = grow_box(box, r, (h, w))
