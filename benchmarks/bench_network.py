@@ -28,8 +28,8 @@ def _analyse(backend: str, views: Path, queue) -> None:
         _shipped(str(WEIGHTS_PATH))
     load = time.perf_counter() - t
     t = time.perf_counter()
-    analyze(pair, backend=backend)
-    queue.put({"seconds": time.perf_counter() - t, "load_seconds": load,
+    analysis = analyze(pair, backend=backend)
+    queue.put({"seconds": time.perf_counter() - t, "load_seconds": load, "timings": analysis.meta.get("timings", {}),
                "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before})
 
 
@@ -53,6 +53,9 @@ def main() -> None:
             print(f"{backend}_analysis_1120x1680: {r['seconds']:.2f} s")
             if backend == "network":
                 print(f"network_import_and_load_once_per_process: {r['load_seconds']:.2f} s")
+                for step, seconds in r["timings"].items():  # the analysis's own steps
+                    if step != "total_s":
+                        print(f"network_analysis_step_{step[:-2]}: {seconds:.2f} s")
             print(f"{backend}_analysis_peak_rss: {r['peak_rss_mib']:.0f} MiB")
             print(f"{backend}_analysis_rss_before: {r['rss_before_mib']:.0f} MiB")
         pair = read_pair(views)

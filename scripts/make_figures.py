@@ -8,6 +8,8 @@
   image and disparity.
 * ``network_spill.png``: refocusing with the network's maps, its blur map without and with a
   blurred foreground's spill (``optics.foreground_spill``).
+* ``network_deconvolution.png``: the network's all-in-focus image alone and blended with the
+  deconvolution on its own maps.
 
 Window screenshots come from ``scripts/make_screenshots.py`` (docks) and ``dpfocus demo --headless``
 (the whole demo window).
@@ -103,6 +105,33 @@ def spill_figure(out: Path, seed: int = 500006, label: int = 2) -> None:
     _grid(rows, out / "network_spill.png")
 
 
+def blend_figure(out: Path, sample: str = "workshop") -> None:
+    """``network_deconvolution.png``: the network's all-in-focus image alone and blended with the
+    deconvolution on its own maps (``nn.backend.deconvolution_share``), beside the truth."""
+    import dpfocus.nn.backend as network
+    from dpfocus.analysis import analyze
+    from dpfocus.evaluate import psnr
+    from dpfocus.samples import load_ground_truth, load_sample
+
+    pair, gt = load_sample(sample), load_ground_truth(sample)["aif"]
+    blended = analyze(pair, backend="network")
+    share = network.deconvolution_share(blended.blur_coc if blended.blur_coc is not None else blended.coc)
+    shipped = network.DECONV_SHARE
+    network.DECONV_SHARE = ((np.inf, 0.0),)  # the network's own image, for comparison
+    try:
+        alone = analyze(pair, backend="network")
+    finally:
+        network.DECONV_SHARE = shipped
+    h, w = share.shape
+    crop = (slice(h // 4, h // 4 + h // 2), slice(w // 4, w // 4 + w // 2))
+    _grid([[(pair.combined[crop], f"captured photo ({psnr(pair.combined, gt):.2f} dB)"),
+            (alone.aif[crop], f"network alone ({psnr(alone.aif, gt):.2f} dB)"),
+            (blended.aif[crop], f"network + deconvolution ({psnr(blended.aif, gt):.2f} dB)")],
+           [(gt[crop], "ground truth"), (share[crop], "deconvolution's share (black 0, white 1)"),
+            (np.clip(np.abs(blended.aif - alone.aif)[crop].mean(axis=2) * 8, 0, 1), "what the blend changed, x8")]],
+          out / "network_deconvolution.png", width=13.0)
+
+
 def sample_figure(out: Path, sample: str = "workshop") -> None:
     from dpfocus.demo import anaglyph, disparity_to_rgb
     from dpfocus.samples import load_ground_truth, load_sample
@@ -118,4 +147,5 @@ if __name__ == "__main__":
     target.mkdir(parents=True, exist_ok=True)
     analysis_figure(target)
     sample_figure(target)
+    blend_figure(target)
     spill_figure(target)
