@@ -390,6 +390,8 @@ def test_the_deconvolution_shares_the_surfaces_and_leaves_depth_edges_to_the_net
     assert share[10, 10] == pytest.approx(0.7) and share[10, 90] == pytest.approx(0.3)  # small and large blur
     assert np.all(share[:, 48 - DECONV_JUMP_REACH : 48 + DECONV_JUMP_REACH] == 0)
     assert np.all(deconvolution_share(-blur) == share)  # either side of focus
+    large = deconvolution_share(np.full((32, 32), 14.0, np.float32))  # fading out: its kernels' cost
+    assert large[16, 16] == pytest.approx(0.15) and not deconvolution_share(np.full((32, 32), 16.0, np.float32)).any()
 
 
 @shipped
