@@ -542,8 +542,10 @@ def deconvolve_aif(
     sigma = max(_noise_sigma(linear_to_srgb(combined)), 1e-3)
     lam = float(np.clip(AIF_PRIOR * sigma**2, LAMBDA_MIN, LAMBDA_MAX))
     lo, hi, t = bin_weights(coc, cocs)
-    inside = np.ones(coc.shape, bool) if where is None else where
-    used = np.unique(np.concatenate([lo[(t < 1) & inside].ravel(), hi[(t > 0) & inside].ravel()]))
+    takes_lo, takes_hi = t < 1, t > 0  # a pixel's weight on its lower / upper bin is not nil
+    if where is not None:
+        takes_lo, takes_hi = takes_lo & where, takes_hi & where
+    used = np.unique(np.concatenate([lo[takes_lo].ravel(), hi[takes_hi].ravel()]))
     if not len(used):
         return np.zeros(left.shape, np.float32)
     support = {int(k): max(trim_kernel(kernels_left[k], 1e-4).shape[0], trim_kernel(kernels_right[k], 1e-4).shape[0]) // 2 for k in used}
@@ -554,7 +556,7 @@ def deconvolve_aif(
     for n, k in enumerate(used):
         s = support[int(k)]
         taps = (int(k), slice(centre - s, centre + s + 1), slice(centre - s, centre + s + 1))
-        for box, pixels in _regions(((lo == k) & (t < 1) | (hi == k) & (t > 0)) & inside):
+        for box, pixels in _regions((lo == k) & takes_lo | (hi == k) & takes_hi):
             weight = np.where(pixels & (lo[box] == k), 1 - t[box], 0) + np.where(pixels & (hi[box] == k), t[box], 0)
             est = _deconvolve_box(padded, pad, box, s + DECONV_MARGIN, kernels_left[taps], kernels_right[taps], lam, hqs_steps)
             # de-ringing: a sharp pixel cannot leave the range of the blurred values its kernel covers

@@ -189,27 +189,29 @@ def check_training_data(cfg: TrainConfig) -> list[Path] | None:
     """The config's shard files (None: scenes rendered on the fly): those its ``shard_recipe`` names,
     else every shard in its folder. ValueError if a shard the recipe names is missing (giving the
     commands that render them) or holds scenes of another size, if the folder holds none, if its
-    crops do not fit inside its scenes (the shards', or ``SCENE_SIZE``), or if its real-pair folder holds no pair with a sharp target or pairs smaller than the crop."""
+    crops do not fit inside its scenes (the shards', or ``SCENE_SIZE``), or if its real-pair folder
+    holds no pair with a sharp target or pairs smaller than the crop."""
     if cfg.dpdd:
         side = RealPairPool(cfg.dpdd, size=1).smallest_side()
         if cfg.crop > side:
             raise ValueError(f"crop {cfg.crop} px does not fit the real pairs in {cfg.dpdd} ({side} px on their smaller side)")
     recipes = cfg.recipes()
     if recipes:
-        shards = [path for recipe in recipes for path in recipe.paths(cfg.shards)]
+        planned = [(recipe, recipe.paths(cfg.shards)) for recipe in recipes]
+        shards = [path for _, paths in planned for path in paths]
         missing = [path for path in shards if not path.is_file()]
         if missing:
-            to_run = [recipe.command(cfg.shards) for recipe in recipes if any(not p.is_file() for p in recipe.paths(cfg.shards))]
+            to_run = [recipe.command(cfg.shards) for recipe, paths in planned if not all(p.is_file() for p in paths)]
             what = (f"none of the {len(shards)} shards this config trains on is there" if len(missing) == len(shards) else
                     f"{len(missing)} of the {len(shards)} shards this config trains on are missing (the first: {missing[0].name})")
             how = " and ".join(f"`{c}`" for c in to_run) + (" (each can run in its own process)" if len(to_run) > 1 else "")
             kept = "" if len(missing) == len(shards) else "; the shards already there are kept"
             raise ValueError(f"{cfg.shards}: {what}; render them with {how}{kept}")
-        for recipe in recipes:
-            found = shard_scene_size(recipe.paths(cfg.shards)[0])
+        for recipe, paths in planned:
+            found = shard_scene_size(paths[0])
             if found != recipe.scene_size:
-                raise ValueError(f"{recipe.paths(cfg.shards)[0]}: holds {found[0]}x{found[1]} scenes, but this config's "
-                                 f"shard_recipe draws {recipe.scene_size[0]}x{recipe.scene_size[1]}; render its shards into an empty folder")
+                raise ValueError(f"{paths[0]}: holds {found[0]}x{found[1]} scenes, but this config's shard_recipe draws "
+                                 f"{recipe.scene_size[0]}x{recipe.scene_size[1]}; render its shards into an empty folder")
     else:
         shards = list_shards(cfg.shards) if cfg.shards else None
         if cfg.shards and not shards:
