@@ -296,8 +296,8 @@ def test_an_interrupted_training_run_resumes_to_the_same_weights(tmp_path, monke
         (["--make-shards", "0", "5", "--scene-size", "32", "256"], None, "at least 64 px on each side"),
         ([], {"lr": -1}, "lr must be a number > 0"),
         ([], {"lambda_grad": float("nan")}, "lambda_grad must be a number >= 0"),
-        ([], {"highlight_clip": 2}, "highlight_clip must be a number >= 0 and <= 1"),
-        ([], {"psf_variety": -0.5}, "psf_variety must be a number >= 0 and <= 1"),
+        ([], {"highlight_clip": 2}, "highlight_clip must be a chance between 0 and 1"),
+        ([], {"psf_variety": -0.5}, "psf_variety must be a chance between 0 and 1"),
         (["--steps", "-3"], {}, "steps must be a whole number >= 1, got -3"),
         (["--make-shards", "0", "-5"], None, "give a FIRST scene >= 0 and a COUNT >= 1"),
         (["--device", "tpu"], {}, 'device must be "cpu", "cuda", "cuda:N" or "auto", got \'tpu\''),
@@ -696,7 +696,7 @@ def test_cli_train_with_a_dpdd_folder(tmp_path, capsys):
     [
         (["--dpdd", "{tmp}/missing"], "missing: not a folder"),
         (["--dpdd", "{tmp}/empty"], "no dual-pixel pairs with a sharp target"),
-        (["--dpdd", "{tmp}/dpdd", "--dpdd-fraction", "2"], "dpdd_fraction must be a number >= 0 and <= 1"),
+        (["--dpdd", "{tmp}/dpdd", "--dpdd-fraction", "2"], "dpdd_fraction must be a chance between 0 and 1"),
         (["--dpdd-fraction", "0.3"], "--dpdd-fraction needs real pairs"),
     ],
 )

@@ -488,9 +488,13 @@ BUILTIN_CONFIGS = Path(__file__).parent / "nn" / "configs"
 
 def _chance(args: argparse.Namespace, name: str) -> float:
     """``--featureless P`` / ``--psf-variety P`` (train --make-shards, evaluate): a chance in [0, 1]."""
+    from .nn.data import check_chance
+
     value = getattr(args, name)
-    if not 0.0 <= value <= 1.0:
-        raise UsageError(f"--{name.replace('_', '-')} {value}: give a chance between 0 and 1")
+    try:
+        check_chance(name, value)
+    except ValueError:
+        raise UsageError(f"--{name.replace('_', '-')} {value}: give a chance between 0 and 1") from None
     return value
 
 

@@ -13,6 +13,7 @@ those carry no disparity, so their crops train the deblur and reblur terms only.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,25 @@ def render_training_scene(seed: int, height: int = SCENE_SIZE[0], width: int = S
 SCENES_PER_SHARD = 200
 
 
+def check_whole(name: str, value: object, least: int) -> None:
+    """ValueError unless ``value`` is a whole number >= ``least`` (a config field's check)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+
+
+def check_number(name: str, value: object, positive: bool = False) -> None:
+    """ValueError unless ``value`` is a finite number > 0 (``positive``) or >= 0."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and (value > 0 if positive else value >= 0)):
+        raise ValueError(f"{name} must be a number {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+def check_chance(name: str, value: object) -> None:
+    """ValueError unless ``value`` is a number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a chance between 0 and 1, got {value!r}")
+
+
 def shard_path(folder: str | Path, start: int) -> Path:
     """The shard :func:`make_shards` writes for the scenes from ``start`` on."""
     return Path(folder) / f"scenes_{start:07d}.npz"
@@ -108,17 +128,13 @@ class ShardRecipe:
         if unknown:
             raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))} (fields: first, count, scene_size, featureless, psf_variety)")
         for name, least in (("first", 0), ("count", 1)):
-            value = spec.get(name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+            check_whole(name, spec.get(name), least)
         size = spec.get("scene_size", list(SCENE_SIZE))
         if (not isinstance(size, (list, tuple)) or len(size) != 2
                 or any(isinstance(n, bool) or not isinstance(n, int) or n < 64 for n in size)):
             raise ValueError(f"scene_size must be [height, width], each a whole number >= 64, got {size!r}")
         for name in ("featureless", "psf_variety"):
-            value = spec.get(name, 0.0)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a chance between 0 and 1, got {value!r}")
+            check_chance(name, spec.get(name, 0.0))
         return cls(spec["first"], spec["count"], (size[0], size[1]), float(spec.get("featureless", 0.0)), float(spec.get("psf_variety", 0.0)))
 
     def paths(self, folder: str | Path) -> list[Path]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data import SCENE_SIZE, RealPairPool, SceneSampler, ShardRecipe, list_shards, shard_scene_size
+from .data import SCENE_SIZE, RealPairPool, SceneSampler, ShardRecipe, check_chance, check_number, check_whole, list_shards, shard_scene_size
 from .model import DPKernelNet, NetConfig
 
 __all__ = ["TrainConfig", "train", "export_weights", "WEIGHTS_FORMAT"]
@@ -69,30 +69,15 @@ class TrainConfig:
 
     def check(self) -> None:
         """ValueError naming the first field with a wrong type or an impossible value."""
-        def whole(name: str, least: int) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
-
-        def number(name: str, positive: bool = False, at_most: float | None = None) -> None:
-            value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            ok = ok and (value > 0 if positive else value >= 0) and (at_most is None or value <= at_most)
-            if not ok:
-                bound = "> 0" if positive else ">= 0"
-                raise ValueError(f"{name} must be a number {bound}{'' if at_most is None else f' and <= {at_most:g}'}, got {value!r}")
-
-        for name, least in (("steps", 1), ("batch", 1), ("seed", 0), ("checkpoint_every", 1), ("threads", 1), ("workers", 0)):
-            whole(name, least)
-        whole("crop", 32)
+        for name, least in (("steps", 1), ("batch", 1), ("seed", 0), ("checkpoint_every", 1), ("threads", 1), ("workers", 0), ("crop", 32)):
+            check_whole(name, getattr(self, name), least)
         if self.crop % 4:
             raise ValueError(f"crop must be a multiple of 4 px, got {self.crop}")
-        number("lr", positive=True)
+        check_number("lr", self.lr, positive=True)
         for name in ("lambda_coc", "lambda_grad", "lambda_disp", "lambda_retrieval", "lambda_target_reblur"):
-            number(name)
-        number("highlight_clip", at_most=1.0)
-        number("dpdd_fraction", at_most=1.0)
-        number("psf_variety", at_most=1.0)
+            check_number(name, getattr(self, name))
+        for name in ("highlight_clip", "dpdd_fraction", "psf_variety"):
+            check_chance(name, getattr(self, name))
         if not isinstance(self.reblur_loss, bool):
             raise ValueError(f"reblur_loss must be true or false, got {self.reblur_loss!r}")
         if not isinstance(self.net, dict):
