@@ -1,3 +1,7 @@
+import os
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -533,3 +537,23 @@ def test_backdrop_plane_ranks_the_wall_and_the_renderer_follows_the_blur(tmp_pat
     (tmp_path / "out" / "blur_coc.tif").write_bytes(b"not a tiff")
     with pytest.raises(DPPairError, match="blur_coc.tif"):
         load_analysis(tmp_path / "out")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
+def test_analysis_keeps_freed_memory_for_reuse_and_hands_it_back_after():
+    from dpfocus._memory import _glibc, reusing_freed_memory
+
+    if _glibc() is None:
+        pytest.skip("not glibc")
+
+    def resident_mib() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    with reusing_freed_memory():
+        before = resident_mib()
+        block = np.ones(24 << 18, np.float32)  # 24 MiB, touched
+        del block
+        kept = resident_mib() - before
+    handed_back = resident_mib() - before
+    assert kept > 20, f"a freed 24 MiB block should stay resident for reuse during an analysis ({kept:.1f} MiB stayed)"
+    assert handed_back < 4, f"after the analysis it should go back to the system ({handed_back:.1f} MiB stayed)"

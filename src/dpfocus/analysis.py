@@ -236,8 +236,11 @@ def analyze(pair: DPPair, backend: str = "classical", **options) -> Analysis:
             f"{where}: the pair is {w}x{h} px, too small to analyse; DP analysis needs at least "
             f"{MIN_ANALYSIS_SIDE} px on each side (use the uncropped views)"
         )
+    from ._memory import reusing_freed_memory
+
     t0 = time.perf_counter()
-    result = _BACKENDS[backend](pair, **options)
+    with reusing_freed_memory():
+        result = _BACKENDS[backend](pair, **options)
     if result.photo is None:
         result.photo = pair.photo.astype(np.float32)
     result.meta.setdefault("timings", {})["total_s"] = time.perf_counter() - t0
