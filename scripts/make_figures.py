@@ -115,7 +115,7 @@ def blend_figure(out: Path, sample: str = "workshop") -> None:
 
     pair, gt = load_sample(sample), load_ground_truth(sample)["aif"]
     blended = analyze(pair, backend="network")
-    share = network.deconvolution_share(blended.blur_coc if blended.blur_coc is not None else blended.coc)
+    share = network.deconvolution_share(blended.blur)
     shipped = network.DECONV_SHARE
     network.DECONV_SHARE = ((np.inf, 0.0),)  # the network's own image, for comparison
     try:

@@ -404,7 +404,7 @@ def test_the_analysis_all_in_focus_image_blends_the_deconvolution_where_it_helps
         pair, gt = load_sample(name), load_ground_truth(name)["aif"]
         monkeypatch.setattr(backend, "DECONV_SHARE", shipped_share)
         blended = analyze(pair, backend="network")
-        share = backend.deconvolution_share(blended.blur_coc if blended.blur_coc is not None else blended.coc)
+        share = backend.deconvolution_share(blended.blur)
         monkeypatch.setattr(backend, "DECONV_SHARE", ((np.inf, 0.0),))
         alone = analyze(pair, backend="network")
         assert 0.3 < (share > 0).mean() < 1.0  # surfaces, not their edges
