@@ -2,9 +2,10 @@
 
 By default glibc hands large freed blocks back to the system at once, so each of an analysis's
 large temporaries has its pages faulted in afresh, which is slow on virtual machines: at 1120x1680
-(``benchmarks/bench_network.py``'s scene, each run in a fresh process) the network analysis took
-5.2-5.9 s with the default and 4.3-4.8 s with freed blocks kept. Afterwards ``malloc_trim`` gives
-what is left over back, so an idle viewer does not hold on to it.
+(``benchmarks/bench_network.py``'s scene, fresh processes, alternating) the network analysis took
+5.72-6.10 s with the default and 4.89-5.53 s with freed blocks kept (in a helper thread, as the
+napari widget runs it, 6.11-6.57 against 5.05-5.28 s). Afterwards ``malloc_trim`` gives what is
+left over back, so an idle viewer does not hold on to it.
 """
 
 from __future__ import annotations
