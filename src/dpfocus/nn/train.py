@@ -186,7 +186,7 @@ def check_training_data(cfg: TrainConfig) -> list[Path] | None:
         shards = [path for _, paths in planned for path in paths]
         missing = [path for path in shards if not path.is_file()]
         if missing:
-            to_run = [recipe.command(cfg.shards) for recipe, paths in planned if not all(p.is_file() for p in paths)]
+            to_run = [recipe.command(cfg.shards) for recipe, paths in planned if not set(paths).isdisjoint(missing)]
             what = (f"none of the {len(shards)} shards this config trains on is there" if len(missing) == len(shards) else
                     f"{len(missing)} of the {len(shards)} shards this config trains on are missing (the first: {missing[0].name})")
             how = " and ".join(f"`{c}`" for c in to_run) + (" (each can run in its own process)" if len(to_run) > 1 else "")
